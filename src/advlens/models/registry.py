@@ -1,0 +1,103 @@
+"""``load_model(spec)``: built-in specs and ``module.path:factory`` user models."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+
+from torch import nn
+
+from advlens.data.cifar import CIFAR10_CLASSES
+from advlens.data.idx import FASHION_MNIST_CLASSES
+from advlens.errors import ModelError
+from advlens.models.adapter import AnalysedModel
+from advlens.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet18
+from advlens.models.fashion_resnet import FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionResNet
+from advlens.models.weights import load_weights
+
+logger = logging.getLogger(__name__)
+DEMO_WEIGHTS = "fashion_resnet.safetensors"
+
+
+def demo_weights_path() -> Path:
+    """Path of the shipped demo weights (inside the installed package)."""
+    return Path(str(resources.files("advlens") / "weights" / DEMO_WEIGHTS))
+
+
+def _fashion_resnet(weights: str | Path | None, trust_pickle: bool) -> tuple[nn.Module, dict]:
+    net = FashionResNet()
+    path = Path(weights) if weights else demo_weights_path()
+    if not path.is_file():
+        raise ModelError(f"demo weights {path} are missing; recreate them with `advlens train-demo-model`")
+    load_weights(net, path, trust_pickle)
+    return net, dict(mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, input_shape=(1, 28, 28),
+                     class_names=FASHION_MNIST_CLASSES)
+
+
+def _cifar_resnet18(weights: str | Path | None, trust_pickle: bool) -> tuple[nn.Module, dict]:
+    if weights is None:
+        raise ModelError("cifar-resnet18 ships without weights; pass --weights / weights= with your checkpoint")
+    net = CifarResNet18()
+    load_weights(net, weights, trust_pickle)
+    return net, dict(mean=CIFAR10_MEAN, std=CIFAR10_STD, input_shape=(3, 32, 32), class_names=CIFAR10_CLASSES)
+
+
+BUILTINS: dict[str, Callable[[str | Path | None, bool], tuple[nn.Module, dict]]] = {
+    "fashion-resnet": _fashion_resnet,
+    "cifar-resnet18": _cifar_resnet18,
+}
+MODEL_SPECS = tuple(BUILTINS) + ("module.path:factory",)
+
+
+def _user_model(spec: str, weights: str | Path | None, trust_pickle: bool) -> tuple[nn.Module, dict]:
+    module_name, _, factory_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(f"cannot import {module_name!r} for model spec {spec!r}: {exc}") from exc
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise ModelError(f"{module_name!r} has no callable {factory_name!r} (model spec {spec!r})")
+    net = factory()
+    if not isinstance(net, nn.Module):
+        raise ModelError(f"{spec} returned {type(net).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        load_weights(net, weights, trust_pickle)
+    meta = {key: getattr(net, key) for key in ("mean", "std", "input_shape", "class_names")
+            if hasattr(net, key) and not isinstance(getattr(net, key), nn.Module)}
+    return net, meta
+
+
+def load_model(spec: str, weights: str | Path | None = None, *, class_names: Sequence[str] | None = None,
+               input_shape: tuple[int, int, int] | None = None, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None, analysed_layer: str | None = None,
+               dense_layer: str | None = None, trust_pickle: bool = False,
+               device: str = "cpu") -> AnalysedModel:
+    """Load a classifier as an eval-mode :class:`AnalysedModel` taking pixels in [0, 1].
+
+    ``spec`` is ``fashion-resnet`` (shipped weights), ``cifar-resnet18`` (bring ``weights``) or
+    ``module.path:factory``: a callable returning an ``nn.Module`` that takes normalized input. A user
+    model may carry ``class_names``, ``input_shape``, ``mean`` and ``std`` attributes; keyword
+    arguments override them (defaults: mean 0, std 1). Weights load from safetensors or with
+    ``torch.load(weights_only=True)`` unless ``trust_pickle``.
+    """
+    if spec in BUILTINS:
+        net, meta = BUILTINS[spec](weights, trust_pickle)
+    elif ":" in spec:
+        net, meta = _user_model(spec, weights, trust_pickle)
+    else:
+        raise ModelError(f"unknown model spec {spec!r}; use one of {', '.join(MODEL_SPECS)}")
+    names = class_names if class_names is not None else meta.get("class_names")
+    shape = input_shape if input_shape is not None else meta.get("input_shape")
+    if names is None or shape is None:
+        raise ModelError(f"model {spec!r} needs class_names and input_shape (attributes or arguments)")
+    channels = int(shape[0])
+    model = AnalysedModel(
+        net, tuple(mean if mean is not None else meta.get("mean", (0.0,) * channels)),
+        tuple(std if std is not None else meta.get("std", (1.0,) * channels)),
+        tuple(int(s) for s in shape), names, analysed_layer=analysed_layer, dense_layer=dense_layer, spec=spec,
+    )
+    return model.to(device)

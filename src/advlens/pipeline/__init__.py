@@ -1,0 +1,6 @@
+"""The ``prepare`` pipeline: predict → attack → activations → statistics → projections."""
+
+from advlens.pipeline.config import PrepareConfig
+from advlens.pipeline.prepare import check_compatible, prepare
+
+__all__ = ["PrepareConfig", "prepare", "check_compatible"]

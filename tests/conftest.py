@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny seeded CNN and a small generated dataset, so pipeline tests run in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advlens.data import ImageDataset
+from advlens.models import AnalysedModel
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_WEIGHTS = ROOT / "src" / "advlens" / "weights" / "fashion_resnet.safetensors"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def tiny_net(classes: int = 3, seed: int = 0) -> nn.Module:
+    """Conv(1→4) → ReLU → Conv(4→6) → ReLU → global average pool → Linear(6→classes), seeded."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, classes),
+    )
+
+
+def tiny_dataset(count: int = 60, seed: int = 1) -> ImageDataset:
+    """Three classes of noisy 8×8 images: bright top half, bright bottom half, bright left half."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % 3
+    images = 0.3 * torch.rand(count, 1, 8, 8, generator=generator)
+    images[labels == 0, :, :4, :] += 0.5
+    images[labels == 1, :, 4:, :] += 0.5
+    images[labels == 2, :, :, :4] += 0.5
+    return ImageDataset(images.clamp(0, 1), labels, ("a", "b", "c"), "tiny", "test")
+
+
+def trained_tiny_model(data: ImageDataset, steps: int = 60) -> AnalysedModel:
+    """The tiny net fitted for a few full-batch Adam steps (deterministic on the CPU)."""
+    model = AnalysedModel(tiny_net(), mean=(0.5,), std=(0.25,), input_shape=(1, 8, 8),
+                          class_names=data.class_names, spec="tests:tiny")
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(data.images), data.labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model() -> AnalysedModel:
+    return trained_tiny_model(tiny_dataset())
+
+
+@pytest.fixture
+def tiny_data() -> ImageDataset:
+    """The training images with every 10th label shifted, so not every image is a true positive."""
+    data = tiny_dataset()
+    labels = data.labels.clone()
+    labels[::10] = (labels[::10] + 1) % 3
+    return ImageDataset(data.images, labels, data.class_names, data.name, data.split)
+
+
+def write_npz_dataset(path: Path, data: ImageDataset) -> Path:
+    np.savez(path, images=data.images.numpy(), labels=data.labels.numpy(), class_names=np.array(data.class_names))
+    return path
