@@ -9,6 +9,9 @@ import torch
 
 ArrayLike = Any  # torch.Tensor | np.ndarray | sequence of numbers
 
+LEVEL_TOLERANCE = 1e-6
+"""Stored levels this close to a requested level count as equal (levels are often float32)."""
+
 
 def as_tensor(value: ArrayLike, device: torch.device | str | None = None,
               dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -43,11 +46,12 @@ def interpolate_level(table: ArrayLike, levels: ArrayLike, level: float, what: s
         raise ValueError(f"{grid.size} {what}s but a table of shape {values.shape}")
     if np.any(np.diff(grid) <= 0):
         raise ValueError(f"the stored {what}s must be strictly increasing, got {grid.tolist()}")
+    close = np.flatnonzero(np.abs(grid - level) <= LEVEL_TOLERANCE)  # levels stored as float32
+    if close.size:
+        return values[close[0]]
     if not grid[0] <= level <= grid[-1]:
-        raise ValueError(f"{what} {level} is outside the stored {what}s [{grid[0]}, {grid[-1]}]")
+        raise ValueError(f"{what} {level} is outside the stored {what}s [{grid[0]:g}, {grid[-1]:g}]")
     upper = int(np.searchsorted(grid, level, side="left"))
-    if grid[upper] == level:
-        return values[upper]
     lower = upper - 1
     weight = (level - grid[lower]) / (grid[upper] - grid[lower])
     return (1 - weight) * values[lower] + weight * values[upper]

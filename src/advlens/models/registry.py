@@ -81,7 +81,8 @@ def load_model(spec: str, weights: str | Path | None = None, *, class_names: Seq
     ``spec`` is ``fashion-resnet`` (shipped weights), ``cifar-resnet18`` (bring ``weights``) or
     ``module.path:factory``: a callable returning an ``nn.Module`` that takes normalized input. A user
     model may carry ``class_names``, ``input_shape``, ``mean`` and ``std`` attributes; keyword
-    arguments override them (defaults: mean 0, std 1). Weights load from safetensors or with
+    arguments override them (defaults: mean 0, std 1), except ``input_shape``, which is only used for
+    a model that declares none (a mismatch with the data is then reported by ``prepare``). Weights load from safetensors or with
     ``torch.load(weights_only=True)`` unless ``trust_pickle``.
     """
     if spec in BUILTINS:
@@ -91,7 +92,7 @@ def load_model(spec: str, weights: str | Path | None = None, *, class_names: Seq
     else:
         raise ModelError(f"unknown model spec {spec!r}; use one of {', '.join(MODEL_SPECS)}")
     names = class_names if class_names is not None else meta.get("class_names")
-    shape = input_shape if input_shape is not None else meta.get("input_shape")
+    shape = meta["input_shape"] if meta.get("input_shape") is not None else input_shape
     if names is None or shape is None:
         raise ModelError(f"model {spec!r} needs class_names and input_shape (attributes or arguments)")
     channels = int(shape[0])
