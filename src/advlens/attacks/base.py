@@ -34,8 +34,10 @@ class Attack:
             raise AttackError(f"images must be N×C×H×W, got shape {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
             raise AttackError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-        if images.numel() and (images.min() < 0 or images.max() > 1):
-            raise AttackError("images must be in pixel space [0, 1]; do not normalize them before attacking")
+        if images.numel() and not (torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
+            raise AttackError("images must be finite and in pixel space [0, 1]; do not normalize them before attacking")
+        if labels.dtype != torch.int64:
+            raise AttackError(f"labels must be int64 class indices, got {labels.dtype}")
         was_training = self.model.training
         self.model.eval()
         try:

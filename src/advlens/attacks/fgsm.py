@@ -3,6 +3,8 @@ Examples", ICLR 2015)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -20,7 +22,7 @@ class FGSM(Attack):
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, targeted: bool = False) -> None:
         super().__init__(model, targeted)
-        if eps < 0:
+        if not (math.isfinite(eps) and eps >= 0):
             raise AttackError(f"FGSM needs eps ≥ 0, got {eps}")
         self.eps = float(eps)
 

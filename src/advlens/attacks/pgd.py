@@ -3,13 +3,14 @@ Adversarial Attacks", ICLR 2018), the attack analysed in paper 001 (κ = 7, ε =
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from advlens.attacks.base import Attack, input_gradient
 from advlens.errors import AttackError
 
-_TOL = 1e-7  # added to L2 norms before division, as adversarial-robustness-toolbox does
 
 
 class PGD(Attack):
@@ -41,10 +42,10 @@ class PGD(Attack):
                  norm: str = "linf", random_start: bool = False, targeted: bool = False,
                  seed: int = 0) -> None:
         super().__init__(model, targeted)
-        norm = norm.lower().replace("∞", "inf")
+        norm = str(norm).lower().replace("∞", "inf")
         if norm not in ("linf", "inf", "l2", "2"):
             raise AttackError(f"unknown norm {norm!r}; use 'linf' or 'l2'")
-        if eps < 0 or alpha <= 0 or steps < 1:
+        if not (math.isfinite(eps) and eps >= 0 and math.isfinite(alpha) and alpha > 0) or steps < 1:
             raise AttackError(f"PGD needs eps ≥ 0, alpha > 0 and steps ≥ 1 (got {eps}, {alpha}, {steps})")
         self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
         self.norm = "linf" if norm in ("linf", "inf") else "l2"
@@ -60,13 +61,13 @@ class PGD(Attack):
         if self.norm == "linf":
             return delta.clamp(-self.eps, self.eps)
         norms = delta.flatten(1).norm(dim=1).view(-1, *([1] * (delta.ndim - 1)))
-        return delta * torch.clamp(self.eps / (norms + _TOL), max=1.0)
+        return delta * torch.where(norms > self.eps, self.eps / norms.clamp_min(1e-30), torch.ones_like(norms))
 
     def _step(self, grad: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":
             return self.alpha * grad.sign()
         norms = grad.flatten(1).norm(dim=1).view(-1, *([1] * (grad.ndim - 1)))
-        return self.alpha * grad / (norms + _TOL)
+        return self.alpha * grad / torch.where(norms > 0, norms, torch.ones_like(norms))  # zero gradient: no step
 
     def _random_delta(self, images: torch.Tensor) -> torch.Tensor:
         generator = self._generator  # advances across calls: each batch gets its own start

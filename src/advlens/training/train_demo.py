@@ -36,7 +36,8 @@ def evaluate(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_s
 
 
 def train_demo_model(out: str | Path, epochs: int = 2, batch_size: int = 128, max_lr: float = 0.1,
-                     seed: int = 0, data_dir: str | Path | None = None, device: str = "cpu") -> float:
+                     seed: int = 0, data_dir: str | Path | None = None, device: str = "cpu",
+                     flip: bool = True, weight_decay: float = 5e-4) -> float:
     """Train ``FashionResNet`` and write its weights to ``out``; returns the test accuracy."""
     torch.manual_seed(seed)
     train = load_dataset("fashion-mnist", "train", data_dir)
@@ -44,7 +45,7 @@ def train_demo_model(out: str | Path, epochs: int = 2, batch_size: int = 128, ma
     net = FashionResNet().to(device)
     mean = torch.tensor(FASHION_MNIST_MEAN, device=device).view(1, -1, 1, 1)
     std = torch.tensor(FASHION_MNIST_STD, device=device).view(1, -1, 1, 1)
-    optimizer = torch.optim.SGD(net.parameters(), lr=max_lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(net.parameters(), lr=max_lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     steps_per_epoch = (len(train) + batch_size - 1) // batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, epochs=epochs,
                                                    steps_per_epoch=steps_per_epoch)
@@ -58,8 +59,9 @@ def train_demo_model(out: str | Path, epochs: int = 2, batch_size: int = 128, ma
         for step in bar:
             index = order[step * batch_size:(step + 1) * batch_size]
             x = train.images[index]
-            flip = torch.rand(len(index), generator=generator) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+            flip_mask = torch.rand(len(index), generator=generator) < 0.5
+            if flip:
+                x = torch.where(flip_mask.view(-1, 1, 1, 1), x.flip(3), x)
             x = ((x.to(device)) - mean) / std
             loss = loss_fn(net(x), train.labels[index].to(device))
             optimizer.zero_grad(set_to_none=True)
