@@ -71,7 +71,7 @@ def store_config(config: PrepareConfig, model: AnalysedModel, data: ImageDataset
                  attack_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The configuration recorded in (and identifying) the store."""
     return {
-        "model": {"spec": config.model, "weights": config.weights, "sha256": model_fingerprint(model),
+        "model": {"spec": config.model, "weights": str(Path(config.weights).resolve()) if config.weights else None, "sha256": model_fingerprint(model),
                   "analysed_layer": model.analysed_layer_name, "dense_layer": model.dense_layer_name,
                   "class_names": list(model.class_names), "input_shape": list(model.input_shape)},
         "dataset": {"name": data.name, "split": data.split, "size": len(data), "limit": config.limit,
