@@ -180,3 +180,35 @@ def test_precomputed_adversarial_file_is_analysed(tmp_path, tiny_model, tiny_dat
     adversarial = store.load("attack", "adversarial")
     np.testing.assert_array_equal(adversarial[attacked], flipped[dataset_index[attacked]])
     assert not store.load("attack", "success")[~attacked].any()
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_attack_killed_mid_stage_resumes_from_its_last_batch(tmp_path, tiny_model, tiny_data, monkeypatch,
+                                                             random_start):
+    config = _config(batch_size=8, random_start=random_start)
+    reference = _all_arrays(prepare(config, tmp_path / "ref", model=tiny_model, data=tiny_data).root)
+
+    from advlens.attacks import PGD
+
+    original = PGD.perturb
+    calls = []
+
+    def dying(self, images, labels):
+        calls.append(len(images))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated kill during the third batch")
+        return original(self, images, labels)
+
+    monkeypatch.setattr(PGD, "perturb", dying)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(config, tmp_path / "s", model=tiny_model, data=tiny_data)
+    assert len(list((tmp_path / "s").glob(".work-attack-*/*.npy"))) == 2
+    calls.clear()
+    monkeypatch.setattr(PGD, "perturb", lambda self, x, y: (calls.append(len(x)), original(self, x, y))[1])
+    resumed = prepare(config, tmp_path / "s", model=tiny_model, data=tiny_data)
+    batches = -(-len(reference["attack/label"]) // 8)
+    assert len(calls) == batches - 2, "the two finished batches must not be attacked again"
+    assert not list((tmp_path / "s").glob(".work-*")), "checkpoints are removed once the stage is committed"
+    arrays = _all_arrays(resumed.root)
+    for key in reference:
+        np.testing.assert_array_equal(arrays[key], reference[key], err_msg=key)

@@ -53,6 +53,11 @@ class PGD(Attack):
         self.seed = seed
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
 
+    def reseed(self, seed: int) -> None:
+        """Restart the random-start generator from ``seed`` (e.g. one seed per batch, so that a
+        resumed run draws the same starts as an uninterrupted one)."""
+        self._generator.manual_seed(seed)
+
     def config(self) -> dict:
         return {"name": "pgd", "eps": self.eps, "alpha": self.alpha, "steps": self.steps, "norm": self.norm,
                 "random_start": self.random_start, "targeted": self.targeted, "seed": self.seed}

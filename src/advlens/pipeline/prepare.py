@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def prepare(config: PrepareConfig, out: str | Path, overwrite: bool = False,
 
         attack_extra = {"sha256": PrecomputedAttack(config.adversarial_file, model.input_shape).digest}
     writer = StoreWriter(out, store_config(config, model, data, attack_extra), overwrite=overwrite)
-    context = stages.StageContext(config, model, data, lambda: open_store(out))
+    context = stages.StageContext(config, model, data, lambda: open_store(out), Path(out))
     for name in STAGES:
         if writer.finished(name):
             logger.info("stage %s: already finished, skipped", name)
@@ -65,5 +66,7 @@ def prepare(config: PrepareConfig, out: str | Path, overwrite: bool = False,
         started = time.perf_counter()
         with writer.stage(name) as stage_out:
             stages.STAGE_FUNCTIONS[name](context, stage_out)
+        for work in Path(out).glob(f".work-{name}-*"):
+            shutil.rmtree(work)
         logger.info("stage %s: finished in %.1f s", name, time.perf_counter() - started)
     return open_store(out)

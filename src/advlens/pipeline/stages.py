@@ -8,8 +8,10 @@ Each stage reads what the earlier stages stored and writes its own arrays throug
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +42,13 @@ class StageContext:
     model: AnalysedModel
     data: ImageDataset
     store: Callable[[], AnalysisStore]
+    root: Path
+
+    def work_dir(self, stage: str) -> Path:
+        """A folder for a stage's batch checkpoints, removed once the stage is committed."""
+        path = self.root / f".work-{stage}-b{self.config.batch_size}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @property
     def device(self) -> torch.device:
@@ -89,6 +98,12 @@ def _make_attack(ctx: StageContext):
     raise AttackError(f"unknown attack {cfg.attack!r}; use pgd, fgsm or file")
 
 
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
 def _targets(ctx: StageContext, labels: torch.Tensor) -> torch.Tensor:
     """Attack labels: true labels, or for targeted attacks the target class (default: next class)."""
     if not ctx.config.targeted:
@@ -110,13 +125,24 @@ def run_attack(ctx: StageContext, out: StageWriter) -> dict:
     adversarial = torch.zeros_like(benign)
     attacked = np.ones(count, dtype=bool)
     adv_probs = np.zeros((count, classes), dtype=np.float32)
+    checkpoints = ctx.work_dir("attack")
+    resumed = 0
     for part in ctx.batches(count, "attack"):
+        checkpoint = checkpoints / f"{part.start:08d}.npy"
         if isinstance(attack, PrecomputedAttack):
             adversarial[part], attacked[part] = attack.lookup(indices[part])
+        elif checkpoint.is_file():  # finished by an interrupted run
+            adversarial[part] = torch.from_numpy(np.load(checkpoint))
+            resumed += 1
         else:
+            if isinstance(attack, PGD):
+                attack.reseed(ctx.config.seed * 1_000_003 + part.start)
             target = _targets(ctx, labels[part]).to(ctx.device)
             adversarial[part] = attack(benign[part].to(ctx.device), target).cpu()
+            _save_atomic(checkpoint, adversarial[part].numpy())
         adv_probs[part] = _probabilities(ctx.model, adversarial[part], ctx.device).numpy()
+    if resumed:
+        logger.info("attack: resumed %d finished batches of an interrupted run", resumed)
     adv_pred = adv_probs.argmax(1) if count else np.zeros(0, dtype=np.int64)
     label_np = labels.numpy()
     success = attacked & (adv_pred != label_np)
