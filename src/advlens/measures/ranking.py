@@ -25,6 +25,7 @@ def rank_descending(scores: ArrayLike, tiebreak: ArrayLike | None = None) -> np.
             raise ValueError(f"tiebreak has shape {secondary.shape}, scores {primary.shape}")
         keys.append(_nan_last(-secondary))
     keys.append(_nan_last(-primary))
+    keys.append(np.isnan(primary))  # NaN after everything, −inf included
     return np.lexsort(keys).astype(np.int64)
 
 
