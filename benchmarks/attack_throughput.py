@@ -20,25 +20,17 @@ import argparse
 import logging
 import time
 from collections.abc import Callable
-from fractions import Fraction
 
 import numpy as np
 import torch
 from torch import nn
 
 from advlens.attacks import PGD
+from advlens.cli import parse_number as number
 from advlens.errors import AdvlensError
 from advlens.models.adapter import AnalysedModel
 
 logger = logging.getLogger("attack_throughput")
-
-
-def number(text: str) -> float:
-    """Parse ``0.03`` or a fraction such as ``8/255``."""
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError) as exc:
-        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from exc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,35 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from advlens.models.blocks import BasicBlock
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-
-class CifarBasicBlock(nn.Module):
-    """Basic residual block of ResNet-18.
-
-    Shape:
-        input: (N, in_planes, H, W); output: (N, planes, H / stride, W / stride).
-    """
-
-    expansion = 1
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut: nn.Module = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
 
 
 class CifarResNet18(nn.Module):
@@ -60,7 +35,7 @@ class CifarResNet18(nn.Module):
         self.linear = nn.Linear(512, num_classes)
 
     def _make_layer(self, planes: int, stride: int) -> nn.Sequential:
-        blocks = [CifarBasicBlock(self.in_planes, planes, stride), CifarBasicBlock(planes, planes, 1)]
+        blocks = [BasicBlock(self.in_planes, planes, stride), BasicBlock(planes, planes, 1)]
         self.in_planes = planes
         return nn.Sequential(*blocks)
 
