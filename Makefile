@@ -1,4 +1,4 @@
-# advlens — `make demo` prepares the Fashion-MNIST store; `make test` runs the tests.
+# advlens — `make demo` prepares the Fashion-MNIST store and serves the app; `make test` runs the tests.
 # Both set everything up on a fresh machine: Debian packages, a virtualenv at .venv with a CPU torch.
 SHELL := /bin/bash
 VENV ?= .venv
@@ -32,7 +32,8 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/advlens prepare --model fashion-resnet --dataset fashion-mnist --split test \
 	  --attack pgd --eps 8/255 --alpha 2/255 --steps 7 --out $(STORE)
-	@echo "The analysis store is at $(STORE). Inspect it with: $(VENV)/bin/advlens info $(STORE)"
+	@echo "The analysis store is at $(STORE) ($(VENV)/bin/advlens info $(STORE)). Opening the app; Ctrl+C stops it."
+	$(VENV)/bin/advlens serve $(STORE)
 
 test: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""The ``advlens`` command line: ``prepare``, ``info``, ``train-demo-model``."""
+"""The ``advlens`` command line: ``prepare``, ``info``, ``serve``, ``train-demo-model``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from advlens.errors import AdvlensError
 logger = logging.getLogger("advlens")
 
 
-def _number(text: str) -> float:
+def parse_number(text: str) -> float:
     """Parse ``0.03``, ``8/255`` and the like."""
     try:
         return float(Fraction(text))
@@ -45,8 +45,8 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--attack", choices=("pgd", "fgsm", "file"), default="pgd")
     p.add_argument("--adversarial", dest="adversarial_file",
                    help="with --attack file: .npz with 'adversarial' aligned to dataset indices")
-    p.add_argument("--eps", type=_number, default=8 / 255, help="perturbation budget ε (e.g. 8/255)")
-    p.add_argument("--alpha", type=_number, default=2 / 255, help="PGD step size α")
+    p.add_argument("--eps", type=parse_number, default=8 / 255, help="perturbation budget ε (e.g. 8/255)")
+    p.add_argument("--alpha", type=parse_number, default=2 / 255, help="PGD step size α")
     p.add_argument("--steps", type=int, default=7, help="PGD iterations κ")
     p.add_argument("--norm", choices=("linf", "l2"), default="linf")
     p.add_argument("--targeted", action="store_true", help="targeted attack (target: --target-class or next class)")
@@ -106,6 +106,64 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("serve", help="open the web app on an analysis store",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("store", help="analysis store folder (written by `advlens prepare`)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind; anything but 127.0.0.1 exposes the app to the network")
+    p.add_argument("--port", type=int, default=8050, help="port to listen on")
+    p.add_argument("--device", help="cpu or cuda for on-demand computations (default: cuda when available)")
+    p.add_argument("--debug", action="store_true", help="Dash debug mode (reloader off; for development)")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail early, with exit code 2, when the address cannot be bound (Werkzeug would exit with 1)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise AdvlensError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; pick another --port "
+                           "(or --host)") from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from advlens.app import create_app
+    except ImportError as exc:
+        raise AdvlensError(f"the web app needs Dash and Plotly ({exc}); install them with "
+                           "`pip install 'advlens[app]'`") from exc
+    from advlens.analysis import Session
+
+    if not 0 < args.port < 65536:
+        raise AdvlensError(f"--port must be in 1..65535, got {args.port}")
+    session = Session(args.store, device=args.device)
+    _check_port(args.host, args.port)
+    try:  # load the model now: a mismatch is reported at start, not at the first vulnerability map
+        session.model
+    except AdvlensError as exc:
+        logger.warning("vulnerability maps and the substitution measure are unavailable: %s", exc)
+    app = create_app(session)
+    logging.getLogger("werkzeug").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # no line per request
+    if args.host not in LOOPBACK:
+        logger.warning("serving on %s: anyone who can reach this machine can use the app and see the store",
+                       args.host)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"advlens: serving {Path(args.store).resolve()} on http://{host}:{args.port}/ (Ctrl+C to stop)")
+    try:
+        app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=False)
+    except OSError as exc:  # e.g. the port is taken
+        raise AdvlensError(f"cannot serve on {args.host}:{args.port}: {exc}; pick another --port") from exc
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from advlens.training.train_demo import train_demo_model
 
@@ -122,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(commands)
     info = commands.add_parser("info", help="summarize an analysis store")
     info.add_argument("store")
+    _add_serve(commands)
     from advlens.models.registry import demo_weights_path
 
     train = commands.add_parser("train-demo-model", help="train the fashion-resnet demo model",
@@ -135,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"prepare": _prepare, "info": _info, "train-demo-model": _train}
+COMMANDS = {"prepare": _prepare, "info": _info, "serve": _serve, "train-demo-model": _train}
 
 
 def main(argv: list[str] | None = None) -> int:

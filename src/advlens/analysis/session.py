@@ -76,6 +76,11 @@ class Session:
         return int(len(self.table["pair"]))
 
     @cached_property
+    def num_neurons(self) -> int:
+        """Neurons (channels) of the analysed layer: valid neuron ids are 0 … K−1."""
+        return int(self.store.array("activations", "benign_maps").shape[1])
+
+    @cached_property
     def rf_size(self) -> tuple[int, int]:
         """Default RF size: the input size (H, W)."""
         shape = self.store.config["model"]["input_shape"]
@@ -182,6 +187,16 @@ class Session:
         return self._cached(("maps", pair), lambda: (
             torch.from_numpy(self.store.array("activations", "benign_maps")[pair]),
             torch.from_numpy(self.store.array("activations", "adv_maps")[pair])))
+
+    @property
+    def rf_quantile_levels(self) -> tuple[float, ...]:
+        """Quantile levels of the stored per-neuron statistics (RF thresholds without interpolation)."""
+        return tuple(float(q) for q in self._statistics_attrs["quantile_levels"])
+
+    @property
+    def default_rf_quantile(self) -> float:
+        """The quantile level the store uses for RF thresholds by default."""
+        return float(self._statistics_attrs["default_quantile"])
 
     def thresholds(self, quantile: float | None = None, value: float | None = None) -> torch.Tensor:
         """Per-neuron RF thresholds: the stored quantile (default level of the store) or one value.

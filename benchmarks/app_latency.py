@@ -1,0 +1,129 @@
+"""Pick-a-pair latency of the web app, measured in the browser (Playwright + Debian's chromium).
+
+Serves ``STORE`` as ``advlens serve`` does (model loaded up front), opens the app, clicks the fullest
+Prediction Matrix cell (or ``--cell TRUE ADV``), selects a neuron, then clicks ``--pairs`` grid pairs
+one after another (each new to the server's cache) and records, from the click event:
+
+- ``neuron``: the Neuron Vulnerability View drew the new pair's curves (its title names the pair);
+- ``dendrogram``: the Neuron Cluster View drew the new pair's dendrogram;
+- ``rfs``: the Receptive Field View shows the new pair's RFs;
+- ``all views``: the later of the three (the number to quote);
+- ``maps``: the bMap/aMap overlays arrived too (Alg. 1 forward passes, the slow part on a CPU).
+
+Usage::
+
+    python benchmarks/app_latency.py stores/fashion-mnist-pgd --pairs 5 --screenshots /tmp/advlens-shots
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from app_fixtures import (  # noqa: E402  (test helpers: server thread, browser launch, idle wait)
+    PENDING_SCRIPT,
+    ServerThread,
+    click_matrix_cell,
+    click_plot_point,
+    launch_browser,
+    wait_idle,
+)
+
+WATCH = """([pair]) => {
+  const marks = {};
+  window.__advlensMarks = marks;
+  window.__advlensDone = false;
+  let t0 = null;
+  document.addEventListener('click', e => { if (t0 === null) t0 = e.timeStamp; }, {capture: true, once: true});
+  const title = id => ((document.querySelector(`#${id} .gtitle`) || {}).textContent || '');
+  const old = {rf: document.getElementById('rf-benign-img').src, map: document.getElementById('bmap-img').src};
+  const check = () => {
+    if (t0 !== null) {
+      const now = performance.now() - t0;
+      if (!marks.neuron && title('neuron-graph').startsWith(`pair ${pair}:`)
+          && document.querySelectorAll('#neuron-graph .cartesianlayer .trace').length >= 6) marks.neuron = now;
+      if (!marks.dendrogram && title('dendrogram').startsWith(`pair ${pair}:`)
+          && document.querySelectorAll('#dendrogram .cartesianlayer .trace').length >= 3) marks.dendrogram = now;
+      const rf = document.getElementById('rf-benign-img').src;
+      if (!marks.rfs && rf && rf !== old.rf) marks.rfs = now;
+      const map = document.getElementById('bmap-img').src;
+      if (!marks.maps && map && map !== old.map) marks.maps = now;
+      if (marks.neuron && marks.dendrogram && marks.rfs && marks.maps) { window.__advlensDone = true; return; }
+    }
+    requestAnimationFrame(check);
+  };
+  requestAnimationFrame(check);
+}"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("store")
+    parser.add_argument("--pairs", type=int, default=5, help="pairs to pick one after another")
+    parser.add_argument("--cell", type=int, nargs=2, metavar=("TRUE", "ADV"), help="matrix cell (default: fullest)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--screenshots", type=Path, help="folder for a screenshot after each pick")
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    from advlens.analysis import Session
+    from advlens.app import create_app
+
+    session = Session(args.store, device=args.device)
+    session.model  # as `advlens serve` does
+    matrix = session.prediction_matrix()
+    cell = tuple(args.cell) if args.cell else tuple(int(i) for i in np.unravel_index(np.argmax(matrix), matrix.shape))
+    if args.screenshots:
+        args.screenshots.mkdir(parents=True, exist_ok=True)
+    results = []
+    with ServerThread(create_app(session)) as server, sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        page = browser.new_page(viewport={"width": 1680, "height": 1000})
+        page.add_init_script(PENDING_SCRIPT)
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        start = time.perf_counter()
+        page.goto(server.url)
+        wait_idle(page)
+        print(f"page load until idle: {time.perf_counter() - start:.2f} s", flush=True)
+        click_matrix_cell(page, cell[0], cell[1], session.num_classes, session.num_classes)
+        wait_idle(page)
+        cards = page.locator(".pair-card")
+        print(f"cell {session.class_names[cell[0]]} → {session.class_names[cell[1]]}: {matrix[cell]} pairs")
+        ids = [int(i.split('"pair":')[1].split(",")[0].rstrip("}")) for i in cards.evaluate_all(
+            "cards => cards.map(c => c.id)")]
+        # a first pick, then a neuron, so that the RF view shows RFs (not the bare images) from then on
+        cards.nth(0).click()
+        wait_idle(page, timeout=180)
+        click_plot_point(page, "neuron-graph", 0, 0.0)
+        wait_idle(page, timeout=180)
+        for k in range(1, min(args.pairs, len(ids) - 1) + 1):
+            page.evaluate(WATCH, [ids[k]])
+            cards.nth(k).click()
+            page.wait_for_function("() => window.__advlensDone", timeout=180_000, polling=100)
+            marks = page.evaluate("() => window.__advlensMarks")
+            marks["all views"] = max(marks["neuron"], marks["dendrogram"], marks["rfs"])
+            wait_idle(page, timeout=180)
+            results.append(marks)
+            print(f"pair {ids[k]}: " + ", ".join(f"{key} {value / 1000:.2f} s" for key, value in marks.items()),
+                  flush=True)
+            if args.screenshots:
+                page.screenshot(path=str(args.screenshots / f"pick_{k:02d}_pair_{ids[k]}.png"))
+        browser.close()
+    for key in ("neuron", "dendrogram", "rfs", "all views", "maps"):
+        values = [r[key] / 1000 for r in results]
+        print(f"{key:>10}: median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})")
+    if errors:
+        print("browser console errors:", *errors, sep="\n  ")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Neuron Cluster View (paper 001, §5.2.2, Fig. 2-e): the dendrogram of the analysed layer's neurons
+for the selected pair (hierarchical clustering by the L2 distance between their RFs).
+
+The selected neuron is marked in red; clicking a node toggles the selection of its subtree (several
+nodes may be selected); the selected neurons feed the RF union or intersection of the Receptive
+Field View. Node ids are SciPy's: leaves 0 … K−1 are neurons, merge n is node K + n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from advlens.analysis import Session
+from advlens.app import common
+from advlens.app.common import GRAPH_CONFIG, GROUP_COLOR, NEURON, NODES, PAIR, RF_QUANTILE, SELECTED_COLOR, empty_figure
+
+GRAPH = "dendrogram"
+CLEAR = "dendrogram-clear"
+CAPTION = "dendrogram-caption"
+
+
+class DendrogramGeometry:
+    """Positions of a clustering's nodes: leaves at x = 0 … K−1 in dendrogram order, merges at the mean
+    x of their children and at their merge height."""
+
+    def __init__(self, linkage: np.ndarray, leaves: np.ndarray, n_neurons: int) -> None:
+        self.n_neurons = int(n_neurons)
+        self.linkage = np.asarray(linkage)
+        total = 2 * self.n_neurons - 1
+        self.x = np.zeros(total)
+        self.y = np.zeros(total)
+        self.size = np.ones(total, dtype=np.int64)
+        self.parent = np.full(total, -1, dtype=np.int64)
+        self.children = np.full((total, 2), -1, dtype=np.int64)
+        self.x[np.asarray(leaves, dtype=np.int64)] = np.arange(self.n_neurons)
+        for i, (a, b, height, count) in enumerate(self.linkage):
+            node, a, b = self.n_neurons + i, int(a), int(b)
+            self.x[node] = 0.5 * (self.x[a] + self.x[b])
+            self.y[node] = height
+            self.size[node] = int(count)
+            self.parent[[a, b]] = node
+            self.children[node] = (a, b)
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.x)
+
+    def subtree(self, node: int) -> list[int]:
+        """The node and all its descendants."""
+        out, stack = [], [int(node)]
+        while stack:
+            current = stack.pop()
+            out.append(current)
+            if current >= self.n_neurons:
+                stack.extend(int(c) for c in self.children[current])
+        return out
+
+    def segments(self, nodes: Iterable[int]) -> tuple[list, list]:
+        """Polyline coordinates (None-separated) of the links from the given merge nodes to their children."""
+        xs: list = []
+        ys: list = []
+        for node in nodes:
+            if node < self.n_neurons:
+                continue
+            a, b = self.children[node]
+            xs += [self.x[a], self.x[a], self.x[b], self.x[b], None]
+            ys += [self.y[a], self.y[node], self.y[node], self.y[b], None]
+        return xs, ys
+
+    def stem(self, node: int) -> tuple[list, list]:
+        """The vertical line from a node up to its parent's height."""
+        parent = self.parent[node]
+        top = self.y[parent] if parent >= 0 else self.y[node]
+        return [self.x[node], self.x[node]], [self.y[node], top]
+
+
+def geometry(session: Session, pair: int, quantile: float | None = None) -> DendrogramGeometry:
+    clustering = session.clustering(pair, quantile=quantile)
+    return DendrogramGeometry(clustering.linkage_, clustering.leaves_, clustering.n_neurons_)
+
+
+def active_nodes(record: dict | None, pair: int | None, quantile: float | None) -> list[int]:
+    """The selected node ids when they belong to this pair's clustering at this RF threshold, else none.
+
+    The ``nodes`` store records the pair and threshold its node ids refer to, so picking another pair
+    needs no round trip to clear it.
+    """
+    if not record or pair is None or record.get("pair") != pair or record.get("quantile") != quantile:
+        return []
+    return [int(n) for n in record.get("nodes", [])]
+
+
+def toggle_node(nodes: Sequence[int] | None, node: int) -> list[int]:
+    """Add a node to the selection, or remove it when already selected."""
+    current = [int(n) for n in nodes or []]
+    return [n for n in current if n != node] if node in current else current + [int(node)]
+
+
+def selected_neurons(session: Session, pair: int, nodes: Sequence[int], quantile: float | None = None) -> np.ndarray:
+    """The neurons under the selected nodes (sorted ids)."""
+    if not nodes:
+        return np.zeros(0, dtype=np.int64)
+    return session.clustering(pair, quantile=quantile).members([int(n) for n in nodes])
+
+
+def dendrogram_figure(session: Session, pair: int | None, neuron: int | None = None,
+                      nodes: Sequence[int] | None = None, quantile: float | None = None) -> go.Figure:
+    if pair is None:
+        return empty_figure("Pick a pair in the Image Grid to cluster its neurons.")
+    geo = geometry(session, pair, quantile)
+    nodes = [int(n) for n in nodes or [] if 0 <= int(n) < geo.num_nodes]
+    merges = range(geo.n_neurons, geo.num_nodes)
+    figure = go.Figure()
+    xs, ys = geo.segments(merges)
+    figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#9a9a9a", "width": 1},
+                                hoverinfo="skip", showlegend=False))
+    covered = sorted({m for n in nodes for m in geo.subtree(n)})
+    for n in nodes:  # shade each selected subtree, so small ones stay visible among hundreds of leaves
+        leaves = [m for m in geo.subtree(n) if m < geo.n_neurons]
+        figure.add_shape(type="rect", x0=geo.x[leaves].min() - 0.5, x1=geo.x[leaves].max() + 0.5, y0=0,
+                         y1=max(geo.y[n], 1e-9), fillcolor="rgba(31,78,156,0.12)", line={"width": 0}, layer="below")
+    if covered:
+        xs, ys = geo.segments(covered)
+        for n in nodes:  # the selected nodes' own stems, so a selected leaf shows too
+            sx, sy = geo.stem(n)
+            xs += [*sx, None]
+            ys += [*sy, None]
+        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": GROUP_COLOR, "width": 2.2},
+                                    hoverinfo="skip", showlegend=False))
+    ids = np.arange(geo.num_nodes)
+    leaf, merge = ids[:geo.n_neurons], ids[geo.n_neurons:]
+    selected = np.zeros(geo.num_nodes, dtype=bool)
+    selected[nodes] = True
+    figure.add_trace(go.Scatter(
+        x=geo.x[merge], y=geo.y[merge], mode="markers", customdata=merge.tolist(), showlegend=False,
+        marker={"size": np.where(selected[merge], 10, 5).tolist(),
+                "color": np.where(selected[merge], GROUP_COLOR, "rgba(120,120,120,0.45)").tolist(),
+                "line": {"width": 0}},
+        hovertext=[f"node {n}: {geo.size[n]} neurons, height {geo.y[n]:.2f}" for n in merge],
+        hovertemplate="%{hovertext}<extra>click: select subtree</extra>",
+    ))
+    figure.add_trace(go.Scatter(
+        x=geo.x[leaf], y=geo.y[leaf], mode="markers", customdata=leaf.tolist(), showlegend=False,
+        marker={"size": np.where(selected[leaf], 8, 4).tolist(),
+                "color": np.where(selected[leaf], GROUP_COLOR, "rgba(150,150,150,0.5)").tolist()},
+        hovertext=[f"neuron {n}" for n in leaf], hovertemplate="%{hovertext}<extra></extra>",
+    ))
+    top = float(geo.y.max()) if geo.num_nodes > 1 else 1.0
+    if neuron is not None and 0 <= int(neuron) < geo.n_neurons:
+        sx, sy = geo.stem(int(neuron))
+        figure.add_trace(go.Scatter(x=sx, y=sy, mode="lines", line={"color": SELECTED_COLOR, "width": 3},
+                                    hoverinfo="skip", showlegend=False))
+        figure.add_trace(go.Scatter(
+            x=[geo.x[int(neuron)]], y=[-0.04 * max(top, 1e-6)], mode="markers", customdata=[int(neuron)],
+            marker={"symbol": "triangle-up", "size": 11, "color": SELECTED_COLOR}, showlegend=False,
+            hovertemplate=f"selected neuron {int(neuron)}<extra></extra>",
+        ))
+    count = len(selected_neurons(session, pair, nodes, quantile)) if nodes else 0
+    chosen = f" · {len(nodes)} node{'s' if len(nodes) > 1 else ''}, {count} neurons selected" if nodes else ""
+    figure.update_layout(
+        title={"text": f"pair {pair}: {geo.n_neurons} neurons{chosen}", "x": 0.01, "y": 0.985, "font": {"size": 12}},
+        margin={"l": 44, "r": 30, "t": 30, "b": 8}, modebar={"orientation": "v"}, plot_bgcolor="white",
+        dragmode="zoom", hovermode="closest",
+        xaxis={"visible": False, "range": [-1, geo.n_neurons]},
+        yaxis={"title": {"text": "RF distance (L2)", "font": {"size": 10}}, "tickfont": {"size": 9},
+               "gridcolor": "#f0f0f0", "zeroline": False, "range": [-0.08 * max(top, 1e-6), 1.04 * max(top, 1e-6)]},
+        uirevision=f"{pair}-{quantile}",
+    )
+    return figure
+
+
+def caption(session: Session, pair: int | None, nodes: Sequence[int] | None, quantile: float | None) -> str:
+    if pair is None:
+        return ""
+    if not nodes:
+        return "Click nodes to select their subtrees; the Receptive Field View shows their RFs combined."
+    members = selected_neurons(session, pair, nodes, quantile)
+    shown = ", ".join(str(int(m)) for m in members[:12]) + (" …" if len(members) > 12 else "")
+    return f"{len(members)} neurons selected: {shown}"
+
+
+def node_from_click(click_data: dict | None, num_nodes: int) -> int | None:
+    if not click_data or not click_data.get("points"):
+        return None
+    value = click_data["points"][0].get("customdata")
+    if value is None:
+        return None
+    node = int(value[0] if isinstance(value, list) else value)
+    return node if 0 <= node < num_nodes else None
+
+
+def layout(session: Session) -> html.Section:
+    controls = [html.Button("Clear nodes", id=CLEAR, n_clicks=0, className="button")]
+    return common.panel("Neuron Cluster View", [
+        dcc.Loading(dcc.Graph(id=GRAPH, config=GRAPH_CONFIG, className="dendrogram-graph", responsive=True),
+                    delay_show=common.LOADING_DELAY_MS, parent_className="graph-fill"),
+        html.Div(id=CAPTION, className="summary"),
+    ], controls, "cluster-view")
+
+
+def register(app: Dash, session: Session) -> None:
+    @app.callback(Output(GRAPH, "figure"), Output(CAPTION, "children"), Input(PAIR, "data"), Input(NEURON, "data"),
+                  Input(NODES, "data"), Input(RF_QUANTILE, "value"))
+    def draw(pair, neuron, record, quantile):
+        nodes = active_nodes(record, pair, quantile)
+        return dendrogram_figure(session, pair, neuron, nodes, quantile), caption(session, pair, nodes, quantile)
+
+    @app.callback(Output(NODES, "data"), Input(GRAPH, "clickData"), Input(CLEAR, "n_clicks"), Input(NEURON, "data"),
+                  State(NODES, "data"), State(PAIR, "data"), State(RF_QUANTILE, "value"), prevent_initial_call=True)
+    def pick(click_data, _clear, _neuron, record, pair, quantile):
+        if ctx.triggered_id != GRAPH:  # cleared, or a neuron picked in the Neuron Vulnerability View
+            return None if record else no_update
+        node = node_from_click(click_data, 2 * session.num_neurons - 1)
+        if pair is None or node is None:
+            raise PreventUpdate
+        return {"pair": pair, "quantile": quantile, "nodes": toggle_node(active_nodes(record, pair, quantile), node)}

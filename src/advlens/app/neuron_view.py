@@ -1,0 +1,166 @@
+"""Neuron Vulnerability View (paper 001, §5.2.1, Fig. 2-c and Fig. 4).
+
+The selected pair's activation × weight curves (benign image × benign class weight, adversarial image
+× adversarial class weight) and the two class bands over the neurons, coloured by the labels'
+colours and ordered by a vulnerability measure, with the measure's score per neuron below.
+Horizontally zoomable (drag, range slider, "first/last 25" buttons); hover shows a neuron's values;
+a click selects the neuron.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+from plotly.subplots import make_subplots
+
+from advlens.analysis import NEURON_MEASURES, Session
+from advlens.app import common
+from advlens.app.common import (
+    GRAPH_CONFIG,
+    NEURON,
+    PAIR,
+    RF_QUANTILE,
+    SELECTED_COLOR,
+    TOP_PERCENT,
+    class_color,
+    empty_figure,
+    rgba,
+)
+from advlens.errors import AdvlensError
+
+MEASURE = "neuron-measure"
+GRAPH = "neuron-graph"
+
+MEASURE_LABELS = {
+    "band_gap": "band gap (neuron perturbation)",
+    "iou_bmap": "IoU of the benign RF with bMap",
+    "iou_amap": "IoU of the adversarial RF with aMap",
+    "substitution": "direct substitution",
+}
+assert tuple(MEASURE_LABELS) == NEURON_MEASURES
+
+SCORE_LABELS = {"band_gap": "band gap", "iou_bmap": "IoU (bMap)", "iou_amap": "IoU (aMap)",
+                "substitution": "Δ prob."}
+
+ZOOM_WINDOW = 25
+
+
+def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap", neuron: int | None = None,
+                  quantile: float | None = None, top_percent: float = 20.0) -> go.Figure:
+    """Curves, bands and the measure's scores of a pair, neurons ordered by the measure."""
+    if pair is None:
+        return empty_figure("Pick a pair in the Image Grid to see its neurons.")
+    info = session.pair_info(pair)
+    try:
+        order, scores = session.neuron_ranking(pair, measure, top_percent=top_percent, quantile=quantile)
+    except AdvlensError as exc:  # e.g. the model of the store cannot be loaded
+        return empty_figure(f"{MEASURE_LABELS[measure]} unavailable: {exc}")
+    curves = session.curves(pair)
+    bands = session.bands()
+    benign, adversarial = curves.benign.numpy()[order], curves.adversarial.numpy()[order]
+    b_low, b_high = bands.low[info["label"]].numpy()[order], bands.high[info["label"]].numpy()[order]
+    a_low, a_high = bands.low[info["adv_pred"]].numpy()[order], bands.high[info["adv_pred"]].numpy()[order]
+    score = np.asarray(scores)[order]
+    count = len(order)
+    x = [f"#{int(n)}" for n in order]  # non-numeric categories: plotly reads numeric strings as positions
+    ids = [int(n) for n in order]  # lists, not arrays: Dash puts customdata into click events only then
+    b_color, a_color = class_color(info["label"]), class_color(info["adv_pred"])
+    b_name, a_name = info["label_name"], info["adv_name"]
+
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.76, 0.24], vertical_spacing=0.04)
+    for low, high, name, color in ((b_low, b_high, b_name, b_color), (a_low, a_high, a_name, a_color)):
+        edge = {"width": 0.8, "color": rgba(color, 0.55)}
+        figure.add_trace(go.Scatter(x=x, y=low, mode="lines", line=edge, customdata=ids, showlegend=False,
+                                    legendgroup=f"band-{name}", hoverinfo="skip"), 1, 1)
+        figure.add_trace(go.Scatter(
+            x=x, y=high, mode="lines", line=edge, fill="tonexty", fillcolor=rgba(color, 0.3), name=f"{name} band",
+            legendgroup=f"band-{name}", customdata=[[i, float(v)] for i, v in zip(ids, low)],
+            hovertemplate=f"{name} band [%{{customdata[1]:.3f}}, %{{y:.3f}}]<extra></extra>",
+        ), 1, 1)
+    figure.add_trace(go.Scatter(x=x, y=benign, mode="lines", line={"color": b_color, "width": 1.8},
+                                name=f"benign ({b_name})", customdata=ids,
+                                hovertemplate="benign a×w %{y:.3f}<extra></extra>"), 1, 1)
+    figure.add_trace(go.Scatter(x=x, y=adversarial, mode="lines", line={"color": a_color, "width": 1.8},
+                                name=f"adversarial ({a_name})", customdata=ids,
+                                hovertemplate="adversarial a×w %{y:.3f}<extra></extra>"), 1, 1)
+    if measure == "band_gap":
+        bar_colors = np.where(score > 0, a_color, np.where(score < 0, b_color, "#bbbbbb")).tolist()
+    else:
+        bar_colors = "#777777"
+    figure.add_trace(go.Bar(x=x, y=score, marker={"color": bar_colors, "line": {"width": 0}}, customdata=ids,
+                            name=SCORE_LABELS[measure], showlegend=False,
+                            hovertemplate=f"{SCORE_LABELS[measure]} %{{y:.4f}}<extra></extra>"), 2, 1)
+    if neuron is not None and 0 <= int(neuron) < count:
+        for row in (1, 2):
+            figure.add_vline(x=f"#{int(neuron)}", line={"color": SELECTED_COLOR, "width": 2}, row=row, col=1)
+    buttons = [
+        {"label": "all", "method": "relayout", "args": [{"xaxis2.range": [-0.5, count - 0.5]}]},
+        {"label": f"first {ZOOM_WINDOW}", "method": "relayout",
+         "args": [{"xaxis2.range": [-0.5, min(count, ZOOM_WINDOW) - 0.5]}]},
+        {"label": f"last {ZOOM_WINDOW}", "method": "relayout",
+         "args": [{"xaxis2.range": [max(0, count - ZOOM_WINDOW) - 0.5, count - 0.5]}]},
+    ]
+    figure.update_layout(
+        title={"text": f"pair {pair}: {b_name} → {a_name} · {count} neurons by {MEASURE_LABELS[measure]}",
+               "x": 0.01, "y": 0.985, "font": {"size": 12}},
+        margin={"l": 48, "r": 30, "t": 52, "b": 8}, modebar={"orientation": "v"}, hovermode="x unified",
+        dragmode="zoom", plot_bgcolor="white",
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom", "font": {"size": 10}},
+        uirevision=f"{pair}-{measure}", bargap=0.1,
+        updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons, "x": 0.0, "xanchor": "left",
+                      "y": 1.0, "yanchor": "bottom", "pad": {"t": 0, "b": 2}, "font": {"size": 10},
+                      "showactive": False}],
+    )
+    figure.update_xaxes(type="category", showgrid=False, tickfont={"size": 9},
+                        unifiedhovertitle={"text": "neuron %{x}"})
+    figure.update_xaxes(showticklabels=False, row=1, col=1)
+    figure.update_xaxes(title={"text": "neurons (id), most vulnerable first", "font": {"size": 10},
+                               "standoff": 2}, row=2, col=1)
+    figure.update_yaxes(fixedrange=True, zeroline=True, zerolinecolor="#ccc", gridcolor="#f0f0f0",
+                        tickfont={"size": 9})
+    figure.update_yaxes(title={"text": "activation × weight", "font": {"size": 10}}, row=1, col=1)
+    figure.update_yaxes(title={"text": SCORE_LABELS[measure], "font": {"size": 10}}, row=2, col=1)
+    return figure
+
+
+def neuron_from_click(session: Session, click_data: dict | None) -> int | None:
+    """The neuron id of a click on the view (``None``: not a neuron)."""
+    if not click_data or not click_data.get("points"):
+        return None
+    for point in click_data["points"]:
+        data = point.get("customdata")
+        value = data[0] if isinstance(data, list) else data
+        if value is not None:
+            neuron = int(value)
+            if 0 <= neuron < session.num_neurons:
+                return neuron
+    return None
+
+
+def layout(session: Session) -> html.Section:
+    controls = [
+        html.Span("sort by", className="label"),
+        dcc.Dropdown(id=MEASURE, options=[{"label": v, "value": k} for k, v in MEASURE_LABELS.items()],
+                     value="band_gap", clearable=False, searchable=False, className="measure-dropdown"),
+    ]
+    return common.panel("Neuron Vulnerability View", [
+        dcc.Loading(dcc.Graph(id=GRAPH, config=GRAPH_CONFIG, className="neuron-graph"),
+                    delay_show=common.LOADING_DELAY_MS),
+    ], controls, "neuron-view")
+
+
+def register(app: Dash, session: Session) -> None:
+    @app.callback(Output(GRAPH, "figure"), Input(PAIR, "data"), Input(MEASURE, "value"), Input(NEURON, "data"),
+                  Input(RF_QUANTILE, "value"), Input(TOP_PERCENT, "value"))
+    def draw(pair, measure, neuron, quantile, top_percent):
+        return neuron_figure(session, pair, measure, neuron, quantile, float(top_percent or 20.0))
+
+    @app.callback(Output(NEURON, "data"), Input(GRAPH, "clickData"), State(NEURON, "data"),
+                  prevent_initial_call=True)
+    def pick(click_data, current):
+        neuron = neuron_from_click(session, click_data)
+        if neuron is None:
+            raise PreventUpdate
+        return no_update if neuron == current else neuron

@@ -1,0 +1,270 @@
+"""Data Overview (paper 001, §5.1, Fig. 2-a): t-SNE scatterplots of the benign and the adversarial
+images and the Prediction Matrix; lasso/box selection in either plot or a click on a matrix cell
+selects pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from advlens.analysis import Session
+from advlens.app import common
+from advlens.app.common import CLASSES, GRAPH_CONFIG, SELECTION, class_color, empty_figure
+
+COLOR_BY = "overview-color-by"
+SCATTER_BENIGN = "scatter-benign"
+SCATTER_ADVERSARIAL = "scatter-adversarial"
+MATRIX = "prediction-matrix"
+CLEAR = "overview-clear"
+ROWS = "subset-rows"
+COLS = "subset-cols"
+LEGEND = "overview-legend"
+SUMMARY = "overview-summary"
+
+SCATTER_CONFIG = {**GRAPH_CONFIG, "modeBarButtons": [["lasso2d", "select2d", "zoom2d", "pan2d", "resetScale2d"]]}
+
+SIDES = {"benign": ("benign_tsne", "benign_pred"), "adversarial": ("adv_tsne", "adv_pred")}
+
+
+# ---------------------------------------------------------------------------------------------- classes
+def default_classes(session: Session) -> dict:
+    """All classes, or for more than :data:`common.MAX_FULL_CLASSES` the class subset of §6.2.2."""
+    if session.num_classes <= common.MAX_FULL_CLASSES:
+        every = list(range(session.num_classes))
+        return {"rows": every, "cols": every}
+    subset = session.class_subset()
+    return {"rows": [int(c) for c in subset.benign], "cols": [int(c) for c in subset.adversarial]}
+
+
+def visible_pairs(session: Session, classes: dict | None) -> np.ndarray:
+    """Pairs whose true label is a shown row and whose adversarial label a shown column."""
+    table = session.table
+    if not classes:
+        return np.arange(session.num_pairs)
+    keep = np.isin(table["label"], classes["rows"]) & np.isin(table["adv_pred"], classes["cols"])
+    return np.flatnonzero(keep)
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def _marker_size(count: int) -> float:
+    return float(np.clip(9.0 - 1.6 * np.log10(max(count, 1)), 3.0, 7.0))
+
+
+def scatter_groups(session: Session, side: str, color_by: str = "true",
+                   classes: dict | None = None) -> list[tuple[int, np.ndarray]]:
+    """The scatterplot's traces: (class id, pair ids) in trace order (one trace per colour class).
+
+    Selection events name points by trace and position; this maps them back to pair ids.
+    """
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {tuple(SIDES)}, got {side!r}")
+    ids = visible_pairs(session, classes)
+    colour = session.overview()["label" if color_by == "true" else SIDES[side][1]][ids]
+    return [(int(label), ids[colour == label]) for label in np.unique(colour)]
+
+
+def scatter_figure(session: Session, side: str, color_by: str = "true", classes: dict | None = None,
+                   selected: Sequence[int] | None = None) -> go.Figure:
+    """The t-SNE scatterplot of one side, one trace per class (colour: true or predicted label).
+
+    ``selected`` pairs stay opaque, the others fade; ``None`` means no selection.
+    """
+    groups = scatter_groups(session, side, color_by, classes)
+    title = "Benign images" if side == "benign" else "Adversarial images"
+    if not groups:
+        return empty_figure(f"{title}: no pairs in the shown classes")
+    coords = session.overview()[SIDES[side][0]]
+    chosen = None if selected is None else np.asarray(selected, dtype=np.int64)
+    names = session.class_names
+    size = _marker_size(sum(len(g) for _, g in groups))
+    figure = go.Figure()
+    for label, members in groups:
+        # customdata as an array (sent base64-encoded): lists of thousands of ids slow the Dash renderer down
+        trace = go.Scatter(
+            x=coords[members, 0], y=coords[members, 1], mode="markers", name=names[label], customdata=members,
+            marker={"color": class_color(label), "size": size, "line": {"width": 0}},
+            hovertemplate=f"pair %{{customdata}}<br>{'true' if color_by == 'true' else 'predicted'}: "
+                          f"{names[label]}<extra></extra>",
+            unselected={"marker": {"opacity": 0.12}}, showlegend=False,
+        )
+        if chosen is not None:
+            trace.selectedpoints = np.flatnonzero(np.isin(members, chosen)).tolist()
+        figure.add_trace(trace)
+    figure.update_layout(
+        title={"text": f"{title} <span style='color:#888;font-size:11px'>({color_by} label)</span>",
+               "x": 0.02, "y": 0.98, "font": {"size": 13}},
+        margin={"l": 4, "r": 28, "t": 26, "b": 4}, dragmode="lasso", plot_bgcolor="#fafafa",
+        modebar={"orientation": "v"},
+        xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"}, hovermode="closest",
+        uirevision=f"{side}-{classes}", clickmode="event+select",
+    )
+    return figure
+
+
+def matrix_figure(session: Session, classes: dict | None = None, cell: Sequence[int] | None = None) -> go.Figure:
+    """The Prediction Matrix: rows true label, columns adversarial label, orange darkness = count."""
+    classes = classes or default_classes(session)
+    rows, cols = list(classes["rows"]), list(classes["cols"])
+    if len(set(rows) | set(cols)) < 2:
+        return empty_figure("A single class is shown: an attack cannot change its label.<br>"
+                            "Add classes to see the Prediction Matrix.")
+    counts = session.prediction_matrix()[np.ix_(rows, cols)]
+    names = session.class_names
+    row_names, col_names = [names[r] for r in rows], [names[c] for c in cols]
+    text = [[str(v) if v else "" for v in row] for row in counts]
+    hovertext = [[f"{row_names[i]} → {col_names[j]}: {counts[i, j]} pairs" for j in range(len(cols))]
+                 for i in range(len(rows))]
+    figure = go.Figure(go.Heatmap(
+        z=counts, x=list(range(len(cols))), y=list(range(len(rows))), text=text, texttemplate="%{text}",
+        textfont={"size": 10 if len(cols) <= 10 else 8}, hovertext=hovertext,
+        hovertemplate="%{hovertext}<extra></extra>", colorscale="Oranges", zmin=0, showscale=False,
+        xgap=1, ygap=1,
+    ))
+    figure.update_layout(
+        title={"text": "Prediction Matrix", "x": 0.02, "y": 0.98, "font": {"size": 13}},
+        margin={"l": 4, "r": 4, "t": 26, "b": 4}, plot_bgcolor="white",
+        xaxis={"tickvals": list(range(len(cols))), "ticktext": col_names, "tickangle": -45, "side": "bottom",
+               "title": {"text": "adversarial label", "font": {"size": 11}, "standoff": 2},
+               "tickfont": {"size": 10}, "automargin": True, "fixedrange": True, "showgrid": False},
+        yaxis={"tickvals": list(range(len(rows))), "ticktext": row_names, "autorange": "reversed",
+               "title": {"text": "true label", "font": {"size": 11}, "standoff": 2}, "tickfont": {"size": 10},
+               "automargin": True, "fixedrange": True, "showgrid": False},
+    )
+    if cell is not None and cell[0] in rows and cell[1] in cols:
+        i, j = rows.index(cell[0]), cols.index(cell[1])
+        figure.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                         line={"color": "#222", "width": 2.5})
+    return figure
+
+
+def legend(session: Session, classes: dict | None) -> list:
+    """Class colour chips with names (one legend for both scatterplots)."""
+    classes = classes or default_classes(session)
+    shown = sorted(set(classes["rows"]) | set(classes["cols"]))
+    return [html.Span([html.Span(className="chip", style={"background": class_color(c)}),
+                       session.class_names[c]], className="legend-item") for c in shown]
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def selection_from_points(session: Session, selected_data: dict | None, side: str, color_by: str = "true",
+                          classes: dict | None = None) -> dict | None:
+    """A lasso/box selection of either scatterplot as a selection (``None``: nothing to change).
+
+    Points are named by ``curveNumber`` and ``pointNumber`` of the figure drawn with ``color_by`` and
+    ``classes`` (see :func:`scatter_groups`).
+    """
+    if not selected_data or "points" not in selected_data:
+        return None
+    if not selected_data["points"] and not ({"range", "lassoPoints"} & set(selected_data)):
+        return None  # the plot redrawn with a new selection clears its lasso: not the user's doing
+    groups = scatter_groups(session, side, color_by, classes)
+    ids = set()
+    for point in selected_data["points"]:
+        curve, index = point.get("curveNumber"), point.get("pointNumber")
+        if isinstance(curve, int) and isinstance(index, int) and 0 <= curve < len(groups) \
+                and 0 <= index < len(groups[curve][1]):
+            ids.add(int(groups[curve][1][index]))
+    ids = sorted(ids)
+    return {"pairs": ids, "label": f"lasso in the {side} plot", "cell": None}
+
+
+def selection_from_cell(session: Session, click_data: dict | None, classes: dict | None = None) -> dict | None:
+    """A click on a Prediction Matrix cell as a selection of its pairs.
+
+    The matrix's axes are positions 0 … n−1 of the shown rows and columns (``classes``).
+    """
+    if not click_data or not click_data.get("points"):
+        return None
+    classes = classes or default_classes(session)
+    point = click_data["points"][0]
+    try:
+        row, col = int(point["y"]), int(point["x"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (0 <= row < len(classes["rows"]) and 0 <= col < len(classes["cols"])):
+        return None
+    true_label, adv_label = int(classes["rows"][row]), int(classes["cols"][col])
+    ids = session.pairs_in_cell(true_label, adv_label)
+    names = session.class_names
+    return {"pairs": [int(i) for i in ids], "label": f"{names[true_label]} → {names[adv_label]}",
+            "cell": [true_label, adv_label]}
+
+
+def summary(session: Session, selection: dict | None) -> str:
+    if selection is None:
+        return f"{session.num_pairs} successful attacks · lasso a group of points or click a matrix cell"
+    return f"selected: {selection['label']} ({len(selection['pairs'])} pairs)"
+
+
+# ---------------------------------------------------------------------------------------------- layout
+def layout(session: Session) -> html.Section:
+    classes = default_classes(session)
+    options = [{"label": f"{i}: {n}", "value": i} for i, n in enumerate(session.class_names)]
+    many = session.num_classes > common.MAX_FULL_CLASSES
+    subset = html.Div([
+        html.Span("rows (true):"), dcc.Dropdown(id=ROWS, options=options, value=classes["rows"], multi=True),
+        html.Span("columns (adversarial):"), dcc.Dropdown(id=COLS, options=options, value=classes["cols"],
+                                                          multi=True),
+    ], className="class-subset", style=None if many else {"display": "none"})
+    controls = [
+        dcc.RadioItems(id=COLOR_BY, options=[{"label": "true label", "value": "true"},
+                                             {"label": "predicted label", "value": "predicted"}],
+                       value="true", inline=True, className="radio"),
+        html.Button("Clear selection", id=CLEAR, n_clicks=0, className="button"),
+    ]
+    graphs = html.Div([
+        dcc.Loading(dcc.Graph(id=SCATTER_BENIGN, config=SCATTER_CONFIG, className="overview-graph"),
+                    delay_show=common.LOADING_DELAY_MS, parent_className="overview-cell"),
+        dcc.Loading(dcc.Graph(id=SCATTER_ADVERSARIAL, config=SCATTER_CONFIG, className="overview-graph"),
+                    delay_show=common.LOADING_DELAY_MS, parent_className="overview-cell"),
+        dcc.Loading(dcc.Graph(id=MATRIX, config={**GRAPH_CONFIG, "displayModeBar": False},
+                              className="overview-graph matrix-graph"),
+                    delay_show=common.LOADING_DELAY_MS, parent_className="overview-cell"),
+    ], className="overview-plots")
+    return common.panel("Data Overview", [
+        subset, graphs,
+        html.Div([html.Div(id=LEGEND, className="legend"), html.Div(id=SUMMARY, className="summary")],
+                 className="overview-footer"),
+    ], controls, "overview")
+
+
+def register(app: Dash, session: Session) -> None:
+    @app.callback(Output(CLASSES, "data"), Input(ROWS, "value"), Input(COLS, "value"))
+    def set_classes(rows, cols):
+        if rows is None or cols is None:
+            raise PreventUpdate
+        return {"rows": sorted(int(r) for r in rows), "cols": sorted(int(c) for c in cols)}
+
+    @app.callback(Output(SCATTER_BENIGN, "figure"), Output(SCATTER_ADVERSARIAL, "figure"),
+                  Input(COLOR_BY, "value"), Input(CLASSES, "data"), Input(SELECTION, "data"))
+    def draw_scatter(color_by, classes, selection):
+        selected = None if selection is None else selection["pairs"]
+        return (scatter_figure(session, "benign", color_by, classes, selected),
+                scatter_figure(session, "adversarial", color_by, classes, selected))
+
+    @app.callback(Output(MATRIX, "figure"), Output(LEGEND, "children"), Output(SUMMARY, "children"),
+                  Input(CLASSES, "data"), Input(SELECTION, "data"))
+    def draw_matrix(classes, selection):
+        cell = None if selection is None else selection.get("cell")
+        return matrix_figure(session, classes, cell), legend(session, classes), summary(session, selection)
+
+    @app.callback(Output(SELECTION, "data"),
+                  Input(SCATTER_BENIGN, "selectedData"), Input(SCATTER_ADVERSARIAL, "selectedData"),
+                  Input(MATRIX, "clickData"), Input(CLEAR, "n_clicks"), Input(CLASSES, "data"),
+                  State(COLOR_BY, "value"), State(SELECTION, "data"), prevent_initial_call=True)
+    def select(benign_selected, adversarial_selected, matrix_click, _clear, classes, color_by, current):
+        trigger = ctx.triggered_id
+        if trigger in (CLEAR, CLASSES):
+            return None
+        if trigger == MATRIX:
+            selection = selection_from_cell(session, matrix_click, classes)
+        else:
+            data, side = ((benign_selected, "benign") if trigger == SCATTER_BENIGN
+                          else (adversarial_selected, "adversarial"))
+            selection = selection_from_points(session, data, side, color_by, classes)
+        return no_update if selection is None or selection == current else selection

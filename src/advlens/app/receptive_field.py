@@ -1,0 +1,183 @@
+"""Receptive Field View (paper 001, §5.2.1 and §5.3, Fig. 2-d).
+
+The selected neuron's RFs on the benign and the adversarial image (the same threshold on both), each
+with its class-probability bars; with dendrogram nodes selected, the union or intersection of their
+neurons' RFs. Below: the bMap and aMap (Alg. 1) binarized at the top p% (default 20%). The RF
+threshold (a quantile level of the stored statistics) and p are set here and used by every view.
+Clicking an RF opens the context images (see :mod:`advlens.app.context_view`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from dash import Dash, Input, Output, State, dcc, html, no_update
+
+from advlens.analysis import Session
+from advlens.app import common
+from advlens.app.cluster_view import active_nodes, selected_neurons
+from advlens.app.common import COMBINE_OP, NEURON, NODES, PAIR, RF_QUANTILE, TOP_PERCENT, class_color
+from advlens.app.images import data_uri, image_png, map_overlay, rf_overlay
+from advlens.errors import AdvlensError
+
+BENIGN_IMG = "rf-benign-img"
+ADVERSARIAL_IMG = "rf-adversarial-img"
+BENIGN_PROBS = "rf-benign-probs"
+ADVERSARIAL_PROBS = "rf-adversarial-probs"
+BENIGN_TITLE = "rf-benign-title"
+ADVERSARIAL_TITLE = "rf-adversarial-title"
+BMAP_IMG = "bmap-img"
+AMAP_IMG = "amap-img"
+RF_CAPTION = "rf-caption"
+MAP_CAPTION = "map-caption"
+CONTENT = "rf-content"
+EMPTY = "rf-empty"
+MAPS_PAIR = "maps-pair-store"
+"""The pair whose vulnerability maps to draw, set once the RFs are drawn: the seconds of Alg. 1 start after
+the quick views, not in competition with them."""
+
+MAX_BARS = 10
+
+
+def probability_bars(session: Session, probabilities: np.ndarray, highlight: int) -> list:
+    """Horizontal class-probability bars (all classes up to :data:`MAX_BARS`, else the largest)."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    classes = (np.arange(len(probs)) if len(probs) <= MAX_BARS
+               else np.sort(np.argsort(-probs, kind="stable")[:MAX_BARS]))
+    rows = []
+    for c in classes:
+        rows.append(html.Div([
+            html.Span(session.class_names[c], className="bar-name" + (" bar-strong" if c == highlight else "")),
+            html.Span(html.Span(style={"width": f"{100 * probs[c]:.1f}%", "background": class_color(c)},
+                                className="bar-fill"), className="bar-track"),
+            html.Span(f"{probs[c]:.2f}", className="bar-value"),
+        ], className="bar-row", title=f"{session.class_names[c]}: {probs[c]:.4f}"))
+    return rows
+
+
+def rf_neurons(session: Session, pair: int, neuron: int | None, nodes: Sequence[int] | None,
+               quantile: float | None = None) -> np.ndarray:
+    """The neurons whose RFs are shown: those under the selected dendrogram nodes, else the neuron."""
+    if nodes:
+        return selected_neurons(session, pair, nodes, quantile)
+    if neuron is None:
+        return np.zeros(0, dtype=np.int64)
+    return np.array([int(neuron)], dtype=np.int64)
+
+
+def rf_panel(session: Session, pair: int | None, neuron: int | None = None, nodes: Sequence[int] | None = None,
+             op: str = "union", quantile: float | None = None) -> dict:
+    """Everything the RF half of the view shows, as plain values (image data URIs, bars, texts)."""
+    if pair is None:
+        return {"empty": "Pick a pair in the Image Grid, then a neuron in the Neuron Vulnerability View."}
+    info = session.pair_info(pair)
+    benign, adversarial = (a[0] for a in session.pair_images([pair]))
+    neurons = rf_neurons(session, pair, neuron, nodes, quantile)
+    out = {"empty": None, "benign_probs": probability_bars(session, info["benign_probs"], info["label"]),
+           "adversarial_probs": probability_bars(session, info["adv_probs"], info["adv_pred"])}
+    if neurons.size == 0:
+        out.update(benign_src=data_uri(image_png(benign, 168)), adversarial_src=data_uri(image_png(adversarial, 168)),
+                   benign_title=f"benign · {info['label_name']}",
+                   adversarial_title=f"adversarial · {info['adv_name']}",
+                   caption="No neuron selected: click a neuron in the Neuron Vulnerability View or nodes of the "
+                           "dendrogram to see receptive fields.")
+        return out
+    if neurons.size == 1:
+        b_rfs, a_rfs = session.receptive_fields(pair, quantile)
+        b_mask, a_mask = b_rfs[int(neurons[0])].numpy(), a_rfs[int(neurons[0])].numpy()
+        what = f"neuron {int(neurons[0])}"
+    else:
+        b_mask, a_mask = (m.numpy() for m in session.combined_rf(pair, neurons, op, quantile))
+        what = f"{op} of {neurons.size} neurons"
+    level = quantile if quantile is not None else session.default_rf_quantile
+    out.update(
+        benign_src=data_uri(rf_overlay(benign, b_mask)), adversarial_src=data_uri(rf_overlay(adversarial, a_mask)),
+        benign_title=f"benign RF · {info['label_name']} · {100 * b_mask.mean():.0f}% of the image",
+        adversarial_title=f"adversarial RF · {info['adv_name']} · {100 * a_mask.mean():.0f}% of the image",
+        caption=f"{what} · threshold: quantile {level:g} of each neuron's activations · click an RF for its "
+                "context images",
+    )
+    return out
+
+
+def maps_panel(session: Session, pair: int | None, top_percent: float = 20.0) -> dict:
+    """The bMap and aMap overlays (top ``top_percent`` %) as data URIs, and a caption."""
+    if pair is None:
+        return {"bmap_src": "", "amap_src": "", "caption": ""}
+    benign, adversarial = (a[0] for a in session.pair_images([pair]))
+    try:
+        bmask, amask = (m.numpy() for m in session.vulnerability_masks(pair, top_percent))
+    except AdvlensError as exc:
+        return {"bmap_src": "", "amap_src": "", "caption": f"vulnerability maps unavailable: {exc}"}
+    info = session.pair_info(pair)
+    return {
+        "bmap_src": data_uri(map_overlay(benign, bmask)), "amap_src": data_uri(map_overlay(adversarial, amask)),
+        "caption": f"top {top_percent:g}% of the pixels whose substitution lowers P({info['label_name']}) (bMap) "
+                   f"/ raises P({info['adv_name']}) (aMap) the most",
+    }
+
+
+def _cell(title_id: str, image_id: str, probs_id: str | None, title: str = "", clickable: bool = False) -> html.Div:
+    image = html.Img(id=image_id, className="rf-img clickable" if clickable else "rf-img",
+                     title="click: context images" if clickable else None, n_clicks=0)
+    body = [dcc.Loading(image, delay_show=common.LOADING_DELAY_MS, parent_className="rf-img-wrap")]
+    if probs_id:
+        body.append(html.Div(id=probs_id, className="prob-bars"))
+    return html.Div([html.Div(title, id=title_id, className="cell-title"), html.Div(body, className="rf-cell-body")],
+                    className="rf-cell")
+
+
+def layout(session: Session) -> html.Section:
+    levels = session.rf_quantile_levels
+    default = session.default_rf_quantile
+    controls = html.Div([
+        html.Label(["RF threshold (quantile)", dcc.Dropdown(
+            id=RF_QUANTILE, options=[{"label": f"{q:g}" + (" (default)" if q == default else ""), "value": q}
+                                     for q in levels], value=default, clearable=False, searchable=False,
+            className="quantile-dropdown")], className="control"),
+        html.Label(["vulnerable pixels: top p%", dcc.Slider(
+            id=TOP_PERCENT, min=1, max=100, step=1, value=20, marks={1: "1", 20: "20", 50: "50", 100: "100"},
+            updatemode="mouseup", allow_direct_input=False, className="top-slider")], className="control wide"),
+    ], className="rf-controls")
+    grid = html.Div([
+        _cell(BENIGN_TITLE, BENIGN_IMG, BENIGN_PROBS, clickable=True),
+        _cell(ADVERSARIAL_TITLE, ADVERSARIAL_IMG, ADVERSARIAL_PROBS, clickable=True),
+        _cell("bmap-title", BMAP_IMG, None, "bMap: benign probability decrease"),
+        _cell("amap-title", AMAP_IMG, None, "aMap: adversarial probability increase"),
+    ], className="rf-grid")
+    combine = [html.Span("several neurons:", className="label"), dcc.RadioItems(
+        id=COMBINE_OP, options=[{"label": "union", "value": "union"},
+                                {"label": "intersection", "value": "intersection"}],
+        value="union", inline=True, className="radio")]
+    return common.panel("Receptive Field View", [
+        dcc.Store(id=MAPS_PAIR, data=None),
+        controls,
+        html.Div(id=EMPTY, className="rf-empty"),
+        html.Div([grid, html.Div(id=RF_CAPTION, className="summary"), html.Div(id=MAP_CAPTION, className="summary")],
+                 id=CONTENT),
+    ], combine, "rf-view")
+
+
+def register(app: Dash, session: Session) -> None:
+    @app.callback(Output(EMPTY, "children"), Output(CONTENT, "style"),
+                  Output(BENIGN_IMG, "src"), Output(ADVERSARIAL_IMG, "src"),
+                  Output(BENIGN_PROBS, "children"), Output(ADVERSARIAL_PROBS, "children"),
+                  Output(BENIGN_TITLE, "children"), Output(ADVERSARIAL_TITLE, "children"),
+                  Output(RF_CAPTION, "children"),
+                  Output(MAPS_PAIR, "data"),
+                  Input(PAIR, "data"), Input(NEURON, "data"), Input(NODES, "data"), Input(COMBINE_OP, "value"),
+                  Input(RF_QUANTILE, "value"), State(MAPS_PAIR, "data"))
+    def draw_rfs(pair, neuron, record, op, quantile, maps_pair):
+        out = rf_panel(session, pair, neuron, active_nodes(record, pair, quantile), op, quantile)
+        maps = no_update if pair == maps_pair else pair
+        if out["empty"]:
+            return common.message(out["empty"]), {"display": "none"}, "", "", [], [], "", "", "", maps
+        return (None, None, out["benign_src"], out["adversarial_src"], out["benign_probs"], out["adversarial_probs"],
+                out["benign_title"], out["adversarial_title"], out["caption"], maps)
+
+    @app.callback(Output(BMAP_IMG, "src"), Output(AMAP_IMG, "src"), Output(MAP_CAPTION, "children"),
+                  Input(MAPS_PAIR, "data"), Input(TOP_PERCENT, "value"))
+    def draw_maps(pair, top_percent):
+        out = maps_panel(session, pair, float(top_percent or 20.0))
+        return out["bmap_src"], out["amap_src"], out["caption"]

@@ -1,0 +1,131 @@
+"""Helpers for the web-app tests: a small real store, a server thread, a Playwright browser.
+
+The store is built once per test session under pytest's base temporary folder and reused by every
+test module that asks for it (``small_store``), so callback and browser tests share it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+SMALL_LIMIT = 200
+"""Fashion-MNIST test images examined for the small store (≈130 successful pairs, ≈30 s on 2 cores)."""
+
+
+def small_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete store of the demo model on the first :data:`SMALL_LIMIT` Fashion-MNIST test images."""
+    if not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST not installed at {FASHION_DIR} (Debian package dataset-fashion-mnist)")
+    from advlens.pipeline import PrepareConfig, prepare
+    from advlens.store import open_store
+
+    root = tmp_path_factory.getbasetemp() / "advlens-app-store"
+    manifest = root / "manifest.json"
+    if manifest.exists() and open_store(root).complete:
+        return root
+    prepare(PrepareConfig(limit=SMALL_LIMIT, device="cpu", seed=0), root)  # resumes a partial store
+    return root
+
+
+class ServerThread:
+    """A Dash app served by Werkzeug in a daemon thread on a free 127.0.0.1 port."""
+
+    def __init__(self, app) -> None:
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args, **kwargs) -> None:
+                pass
+
+        self.server = make_server("127.0.0.1", 0, app.server, threaded=True, request_handler=QuietHandler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="advlens-test-server", daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=10)
+
+
+PENDING_SCRIPT = """
+(() => {
+  window.__advlensPending = 0;
+  const original = window.fetch;
+  window.fetch = function (...args) {
+    window.__advlensPending += 1;
+    return original.apply(this, args).finally(() => { window.__advlensPending -= 1; });
+  };
+})();
+"""
+"""Counts in-flight fetches (Dash callbacks), so a test can wait until the app is idle."""
+
+
+def launch_browser(playwright):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM} (Debian package chromium)")
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def wait_idle(page, timeout: float = 60.0, settle: float = 0.25) -> None:
+    """Wait until no Dash callback is in flight for ``settle`` seconds (and Plotly has drawn)."""
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while time.monotonic() < deadline:
+        busy = page.evaluate("window.__advlensPending || document.querySelectorAll("
+                             "'[data-dash-is-loading=\"true\"]').length")
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= settle:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"the app stayed busy for {timeout} s")
+
+
+def plot_box(page, graph_id: str) -> dict:
+    """Bounding box of a graph's plotting area (the drag layer of its main subplot)."""
+    box = page.locator(f"#{graph_id} .nsewdrag").first.bounding_box()
+    assert box is not None, f"graph {graph_id} has no plotting area"
+    return box
+
+
+def click_matrix_cell(page, row: int, col: int, rows: int, cols: int, graph_id: str = "prediction-matrix") -> None:
+    box = plot_box(page, graph_id)
+    page.mouse.click(box["x"] + (col + 0.5) * box["width"] / cols, box["y"] + (row + 0.5) * box["height"] / rows)
+
+
+def click_plot_point(page, graph_id: str, x, y, subplot: str = "xy") -> None:
+    """Click the data coordinates (x, y) of a subplot (category axes take the category's position)."""
+    point = page.evaluate(
+        """([graphId, x, y, subplot]) => {
+            const gd = document.querySelector(`#${graphId} .js-plotly-plot`);
+            const match = subplot.match(/^x(\\d*)y(\\d*)$/);
+            const xa = gd._fullLayout['xaxis' + match[1]], ya = gd._fullLayout['yaxis' + match[2]];
+            const rect = gd.querySelector(`.nsewdrag[data-subplot="${subplot}"]`).getBoundingClientRect();
+            return [rect.left + xa.l2p(x), rect.top + ya.l2p(y)];
+        }""", [graph_id, x, y, subplot])
+    page.mouse.move(point[0], point[1])
+    page.mouse.click(point[0], point[1])
+
+
+def figure_title(page, graph_id: str) -> str:
+    """The title text Plotly drew for a graph ('' when none)."""
+    title = page.locator(f"#{graph_id} .gtitle")
+    return title.first.text_content() if title.count() else ""
+
+
+def trace_count(page, graph_id: str) -> int:
+    """Traces Plotly drew in a graph's cartesian subplots."""
+    return page.locator(f"#{graph_id} .cartesianlayer .trace").count()
