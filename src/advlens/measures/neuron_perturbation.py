@@ -29,6 +29,7 @@ from scipy import stats
 
 from advlens.measures._tensors import ArrayLike, as_numpy, as_tensor, interpolate_level
 from advlens.measures.ranking import rank_descending
+from advlens.measures.substitution import probability_changes
 
 logger = logging.getLogger(__name__)
 
@@ -217,19 +218,12 @@ def neuron_substitution(model: Callable[[torch.Tensor], torch.Tensor], benign_po
     if benign.shape != adversarial.shape:
         raise ValueError(f"pooled vectors differ in shape: {tuple(benign.shape)} vs {tuple(adversarial.shape)}")
     dims = benign.numel()
-    base: torch.Tensor | None = None
-    benign_probs = torch.empty(dims, device=benign.device)
-    adversarial_probs = torch.empty(dims, device=benign.device)
     columns = torch.arange(dims, device=benign.device)
-    for start in range(0, dims, max(1, max_batch)):
-        neurons = columns[start:start + max_batch]
-        vectors = torch.where(neurons[:, None] == columns[None, :], adversarial, benign)
-        if base is None:  # the unmodified vector rides along in the first batch
-            vectors = torch.cat([benign.unsqueeze(0), vectors])
-        probs = torch.softmax(head(vectors).float(), dim=1)
-        if base is None:
-            base, probs = probs[0], probs[1:]
-        benign_probs[neurons] = probs[:, benign_class]
-        adversarial_probs[neurons] = probs[:, adversarial_class]
-    assert base is not None
-    return NeuronSubstitution(base[benign_class] - benign_probs, adversarial_probs - base[adversarial_class])
+
+    def substituted():
+        for start in range(0, dims, max(1, max_batch)):
+            neurons = columns[start:start + max_batch]
+            yield neurons, torch.where(neurons[:, None] == columns[None, :], adversarial, benign)
+
+    return NeuronSubstitution(*probability_changes(head, benign, substituted(), dims, benign_class,
+                                                   adversarial_class))
