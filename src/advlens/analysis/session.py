@@ -204,7 +204,7 @@ class Session:
         Shape: (K,) float32.
         """
         stats = self._statistics
-        level = quantile if quantile is not None else float(self._statistics_attrs["default_quantile"])
+        level = quantile if quantile is not None else self.default_rf_quantile
         return measures.neuron_thresholds(stats["neuron_quantiles"], self._statistics_attrs["quantile_levels"],
                                           level, value=value, num_neurons=stats["neuron_quantiles"].shape[1])
 
@@ -344,6 +344,15 @@ class Session:
         return (measures.combine_receptive_fields(benign, index, op),
                 measures.combine_receptive_fields(adversarial, index, op))
 
+    def _stored_neuron_rfs(self, maps_name: str, pairs: np.ndarray, neuron: int,
+                           limit: torch.Tensor) -> torch.Tensor:
+        """RFs of one neuron on a few pairs, read from the stored maps ``maps_name``. Shape: (n, H, W) bool."""
+        if not len(pairs):
+            return torch.zeros(0, *self.rf_size, dtype=torch.bool)
+        maps = self.store.array("activations", maps_name)
+        selected = torch.from_numpy(np.stack([maps[int(i), neuron] for i in pairs]))
+        return measures.rf_masks(selected[:, None], limit, self.rf_size)[:, 0]
+
     def context(self, neuron: int, pairs: Sequence[int] | None = None, m: int = 6, by: str = "activation",
                 quantile: float | None = None) -> measures.ContextImages:
         """Top-m benign and adversarial images of ``pairs`` for a neuron (§5.3), ids mapped to pair ids.
@@ -364,13 +373,7 @@ class Session:
         top = measures.context_images(neuron, benign_scores, adv_scores, m)
         benign_ids, adv_ids = ids[top.benign], ids[top.adversarial]
         limit = self.thresholds(quantile)[neuron]
-        maps = self.store.array("activations", "benign_maps")
-        benign_rfs = measures.rf_masks(
-            torch.from_numpy(np.stack([maps[int(i), neuron] for i in benign_ids]))[:, None], limit, self.rf_size
-        )[:, 0] if len(benign_ids) else torch.zeros(0, *self.rf_size, dtype=torch.bool)
-        maps = self.store.array("activations", "adv_maps")
-        adv_rfs = measures.rf_masks(
-            torch.from_numpy(np.stack([maps[int(i), neuron] for i in adv_ids]))[:, None], limit, self.rf_size
-        )[:, 0] if len(adv_ids) else torch.zeros(0, *self.rf_size, dtype=torch.bool)
+        benign_rfs = self._stored_neuron_rfs("benign_maps", benign_ids, neuron, limit)
+        adv_rfs = self._stored_neuron_rfs("adv_maps", adv_ids, neuron, limit)
         return measures.ContextImages(benign_ids, adv_ids, top.benign_scores, top.adversarial_scores,
                                       benign_rfs, adv_rfs)
