@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 from tqdm import tqdm
 
+from advlens import measures
 from advlens.attacks import FGSM, PGD, PrecomputedAttack
 from advlens.data import ImageDataset
 from advlens.errors import AttackError
@@ -167,14 +167,19 @@ def run_attack(ctx: StageContext, out: StageWriter) -> dict:
     return {"success_rate": rate}
 
 
+def _analysed_shapes(ctx: StageContext) -> tuple[tuple[int, ...], int]:
+    """Shape (K, h, w) of the analysed layer's maps and length D of the pooled vector, from one probe."""
+    with torch.no_grad():
+        probe = ctx.model.activations(torch.zeros(1, *ctx.model.input_shape, device=ctx.device))
+    return tuple(probe.feature_maps.shape[1:]), int(probe.pooled.shape[1])
+
+
 def run_activations(ctx: StageContext, out: StageWriter) -> dict:
     """Record pooled vectors and analysed-layer feature maps of the successful pairs."""
     attack = ctx.store().group("attack")
     rows = np.flatnonzero(attack["success"][:])
     count = len(rows)
-    with torch.no_grad():
-        probe = ctx.model.activations(torch.zeros(1, *ctx.model.input_shape, device=ctx.device))
-    maps_shape, dim = tuple(probe.feature_maps.shape[1:]), probe.pooled.shape[1]
+    maps_shape, dim = _analysed_shapes(ctx)
     arrays = {}
     for side in ("benign", "adv"):
         arrays[f"{side}_pooled"] = out.empty(f"{side}_pooled", (count, dim), "float32", (max(count, 1), dim))
@@ -198,7 +203,8 @@ def run_activations(ctx: StageContext, out: StageWriter) -> dict:
 
 
 def class_band_statistics(contributions: np.ndarray, labels: np.ndarray, classes: int) -> dict[str, np.ndarray]:
-    """Mean, std, CI of the mean and percentiles of activation × weight per class.
+    """Mean, std, CI of the mean (:func:`advlens.measures.class_bands`) and percentiles of activation ×
+    weight per class.
 
     Shape:
         contributions: (N, D) each image's pooled vector × its own class's weights; labels: (N,).
@@ -215,10 +221,9 @@ def class_band_statistics(contributions: np.ndarray, labels: np.ndarray, classes
             mean[c] = values.mean(0)
             std[c] = values.std(0, ddof=1) if len(values) > 1 else 0.0
             pct[:, c] = np.percentile(values, PERCENTILE_LEVELS, axis=0)
-    t = stats.t.ppf(0.5 + CLASS_CI_LEVEL / 2, np.maximum(count - 1, 1)).astype(np.float32)[:, None]
-    half = t * std / np.sqrt(np.maximum(count, 1))[:, None]
-    return {"class_count": count, "class_mean": mean, "class_std": std, "class_lower": mean - half,
-            "class_upper": mean + half, "class_percentiles": pct}
+    bands = measures.class_bands(mean, std, count, CLASS_CI_LEVEL)
+    return {"class_count": count, "class_mean": mean, "class_std": std, "class_lower": bands.low.numpy(),
+            "class_upper": bands.high.numpy(), "class_percentiles": pct}
 
 
 def run_statistics(ctx: StageContext, out: StageWriter) -> dict:
@@ -238,7 +243,7 @@ def run_statistics(ctx: StageContext, out: StageWriter) -> dict:
         contributions.append((pooled * weight[torch.from_numpy(labels[part])]).numpy())
         keep = sample[(sample >= part.start) & (sample < part.stop)] - part.start
         maps = acts.feature_maps.float().cpu()
-        sampled_maps.append(maps[torch.from_numpy(keep)].transpose(0, 1).flatten(1).numpy())
+        sampled_maps.append(maps[torch.from_numpy(keep)].numpy())
     dim = weight.shape[1]
     bands = class_band_statistics(np.concatenate(contributions) if contributions else np.zeros((0, dim), np.float32),
                                   labels, classes)
@@ -246,12 +251,12 @@ def run_statistics(ctx: StageContext, out: StageWriter) -> dict:
         out.array(name, values)
     out.array("dense_weight", weight.numpy())
     out.array("dense_bias", ctx.model.dense_bias.float().cpu().numpy())
-    if sampled_maps and sum(m.shape[1] for m in sampled_maps):
-        values = np.concatenate(sampled_maps, axis=1)  # (K, sampled images × h × w)
-        quantiles = np.quantile(values, QUANTILE_LEVELS, axis=1).astype(np.float32)
-        neuron_mean, neuron_max = values.mean(1).astype(np.float32), values.max(1).astype(np.float32)
+    maps = np.concatenate(sampled_maps) if sampled_maps else np.zeros((0,), np.float32)
+    if len(maps):  # (sampled images, K, h, w)
+        quantiles = measures.feature_map_quantiles(maps, QUANTILE_LEVELS).numpy()
+        neuron_mean, neuron_max = maps.mean((0, 2, 3)).astype(np.float32), maps.max((0, 2, 3)).astype(np.float32)
     else:
-        channels = ctx.model.activations(torch.zeros(1, *ctx.model.input_shape, device=ctx.device)).feature_maps.shape[1]
+        channels = _analysed_shapes(ctx)[0][0]
         quantiles = np.zeros((len(QUANTILE_LEVELS), channels), np.float32)
         neuron_mean = neuron_max = np.zeros(channels, np.float32)
     out.array("neuron_quantiles", quantiles)
