@@ -19,6 +19,8 @@ import plotly.graph_objects as go
 from dash import html
 from plotly.colors import qualitative
 
+from advlens.app.images import hex_rgb
+
 SELECTION = "selection-store"
 PAIR = "pair-store"
 NEURON = "neuron-store"
@@ -56,8 +58,7 @@ def class_color(label: int) -> str:
 
 def rgba(color: str, alpha: float) -> str:
     """``#rrggbb`` as an ``rgba()`` string."""
-    value = color.lstrip("#")
-    r, g, b = (int(value[i:i + 2], 16) for i in (0, 2, 4))
+    r, g, b = hex_rgb(color)
     return f"rgba({r},{g},{b},{alpha})"
 
 

@@ -59,9 +59,14 @@ def image_png(image: np.ndarray, target: int = GRID_SIZE) -> bytes:
     return png_bytes(upscale(rgb, scale_factor(*rgb.shape[:2], target)))
 
 
-def _color(color: str) -> np.ndarray:
+def hex_rgb(color: str) -> tuple[int, int, int]:
+    """``#rrggbb`` as (r, g, b) in 0 … 255."""
     value = color.lstrip("#")
-    return np.array([int(value[i:i + 2], 16) / 255.0 for i in (0, 2, 4)], dtype=np.float32)
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+def _color(color: str) -> np.ndarray:
+    return np.array(hex_rgb(color), dtype=np.float32) / 255.0
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -78,13 +83,17 @@ def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(image) > 127
 
 
+def _upscaled(rgb: np.ndarray, mask: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """An (H, W, 3) image and a mask (resized to it) scaled up together to about ``target`` pixels."""
+    inside = _resize_mask(np.asarray(mask, dtype=bool), rgb.shape[:2])
+    factor = scale_factor(*rgb.shape[:2], target)
+    return upscale(rgb, factor), upscale(inside, factor)
+
+
 def rf_overlay(image: np.ndarray, mask: np.ndarray, color: str = "#ffd400", target: int = DETAIL_SIZE,
                dim: float = 0.22) -> bytes:
     """The image masked by a receptive field: outside the RF dimmed, the RF outlined in ``color``."""
-    rgb = to_rgb(image)
-    inside = _resize_mask(np.asarray(mask, dtype=bool), rgb.shape[:2])
-    factor = scale_factor(*rgb.shape[:2], target)
-    big, inside = upscale(rgb, factor), upscale(inside, factor)
+    big, inside = _upscaled(to_rgb(image), mask, target)
     out = np.where(inside[..., None], big, big * dim)
     edge = _outline(inside)
     out[edge] = _color(color)
@@ -95,10 +104,7 @@ def map_overlay(image: np.ndarray, mask: np.ndarray, color: str = "#e4002b", tar
                 alpha: float = 0.55) -> bytes:
     """The image in grey with the binarized vulnerability map tinted in ``color`` and outlined."""
     rgb = to_rgb(image)
-    grey = rgb.mean(axis=2, keepdims=True).repeat(3, axis=2)
-    inside = _resize_mask(np.asarray(mask, dtype=bool), rgb.shape[:2])
-    factor = scale_factor(*rgb.shape[:2], target)
-    big, inside = upscale(grey, factor), upscale(inside, factor)
+    big, inside = _upscaled(rgb.mean(axis=2, keepdims=True).repeat(3, axis=2), mask, target)
     tint = _color(color)
     out = np.where(inside[..., None], (1 - alpha) * big + alpha * tint, big * 0.8)
     out[_outline(inside)] = tint

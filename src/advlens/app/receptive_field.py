@@ -18,7 +18,7 @@ from advlens.analysis import Session
 from advlens.app import common
 from advlens.app.cluster_view import active_nodes, selected_neurons
 from advlens.app.common import COMBINE_OP, NEURON, NODES, PAIR, RF_QUANTILE, TOP_PERCENT, class_color
-from advlens.app.images import data_uri, image_png, map_overlay, rf_overlay
+from advlens.app.images import DETAIL_SIZE, data_uri, image_png, map_overlay, rf_overlay
 from advlens.errors import AdvlensError
 
 BENIGN_IMG = "rf-benign-img"
@@ -77,7 +77,8 @@ def rf_panel(session: Session, pair: int | None, neuron: int | None = None, node
     out = {"empty": None, "benign_probs": probability_bars(session, info["benign_probs"], info["label"]),
            "adversarial_probs": probability_bars(session, info["adv_probs"], info["adv_pred"])}
     if neurons.size == 0:
-        out.update(benign_src=data_uri(image_png(benign, 168)), adversarial_src=data_uri(image_png(adversarial, 168)),
+        out.update(benign_src=data_uri(image_png(benign, DETAIL_SIZE)),
+                   adversarial_src=data_uri(image_png(adversarial, DETAIL_SIZE)),
                    benign_title=f"benign · {info['label_name']}",
                    adversarial_title=f"adversarial · {info['adv_name']}",
                    caption="No neuron selected: click a neuron in the Neuron Vulnerability View or nodes of the "
