@@ -113,7 +113,8 @@ class Session:
                     "prepared with; pass the original model to Session(model=...) or re-run `advlens prepare`"
                 )
             self._model = model
-        self._model = self._model.to(self.device)
+        if self._model.device != self.device:
+            self._model = self._model.to(self.device)
         return self._model
 
     def _check_pair(self, pair: int) -> int:
