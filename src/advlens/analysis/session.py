@@ -19,7 +19,7 @@ from advlens import measures
 from advlens.analysis.cache import BoundedCache
 from advlens.errors import StoreError
 from advlens.models import AnalysedModel, load_model
-from advlens.pipeline.config import model_fingerprint
+from advlens.models.fingerprint import model_fingerprint
 from advlens.store import AnalysisStore, open_store
 
 logger = logging.getLogger(__name__)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from advlens.data import ImageDataset
 from advlens.models import AnalysedModel
+from advlens.models.fingerprint import model_fingerprint, tensor_digest
 
 
 @dataclass
@@ -51,20 +49,6 @@ class PrepareConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def tensor_digest(*tensors: torch.Tensor) -> str:
-    """SHA-256 over the raw bytes of tensors (used to fingerprint data and weights)."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def model_fingerprint(model: AnalysedModel) -> str:
-    """SHA-256 over the model's state dict (weights, buffers and normalization)."""
-    state = model.state_dict()
-    return tensor_digest(*(state[k].float() for k in sorted(state)))
 
 
 def store_config(config: PrepareConfig, model: AnalysedModel, data: ImageDataset,
