@@ -1,5 +1,12 @@
-"""A session over one store: cached on-demand computations the views ask for."""
+"""Analyses over one store: the shared core (store, model, cache, id checks) and one class per system.
 
-from advlens.analysis.session import NEURON_MEASURES, SORT_ORDERS, Session
+``Session`` is what the app and notebooks use: paper 001's image and neuron space on the core.
+"""
 
-__all__ = ["Session", "SORT_ORDERS", "NEURON_MEASURES"]
+from advlens.analysis.core import SelectionError, SessionCore
+from advlens.analysis.image_space import SORT_ORDERS, ImageSpace
+from advlens.analysis.neurons import NEURON_MEASURES, NeuronAnalysis
+from advlens.analysis.session import Session
+
+__all__ = ["Session", "SessionCore", "ImageSpace", "NeuronAnalysis", "SelectionError", "SORT_ORDERS",
+           "NEURON_MEASURES"]

@@ -1,0 +1,262 @@
+"""Neuron space of paper 001 (§5.2, §5.3): receptive fields, vulnerability maps, the image- and
+neuron-perturbation measures, neuron clustering and context images, for one pair at a time.
+
+Neuron ids index the analysed layer's channels (0 … K−1); the curves, bands, band gaps and
+substitution index the dense layer's input, which is the global pooling of those channels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from advlens import measures
+from advlens.analysis.core import SessionCore
+
+logger = logging.getLogger(__name__)
+
+NEURON_MEASURES = ("band_gap", "iou_bmap", "iou_amap", "substitution")
+"""Neuron Vulnerability View orders: band gap (signed, Fig. 4), IoU of the benign RF with the
+binarized bMap, IoU of the adversarial RF with the binarized aMap, and direct substitution (benign
+probability drop + adversarial probability rise when the neuron alone takes its adversarial value)."""
+
+
+class NeuronAnalysis(SessionCore):
+    """Paper 001's neuron-space computations over a store, cached per selection."""
+
+    # ------------------------------------------------------------------ stored statistics
+    @cached_property
+    def rf_size(self) -> tuple[int, int]:
+        """Default RF size: the input size (H, W)."""
+        shape = self.model_config["input_shape"]
+        return int(shape[1]), int(shape[2])
+
+    @cached_property
+    def _statistics(self) -> dict[str, np.ndarray]:
+        group = self.store.group("statistics")
+        return {name: group[name][...] for name in group.array_keys()}
+
+    @cached_property
+    def _statistics_attrs(self) -> dict:
+        return dict(self.store.group("statistics").attrs)
+
+    @cached_property
+    def _max_activations(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.load("activations", "benign_max"), self.store.load("activations", "adv_max")
+
+    @property
+    def rf_quantile_levels(self) -> tuple[float, ...]:
+        """Quantile levels of the stored per-neuron statistics (RF thresholds without interpolation)."""
+        return tuple(float(q) for q in self._statistics_attrs["quantile_levels"])
+
+    @property
+    def default_rf_quantile(self) -> float:
+        """The quantile level the store uses for RF thresholds by default."""
+        return float(self._statistics_attrs["default_quantile"])
+
+    def thresholds(self, quantile: float | None = None, value: float | None = None) -> torch.Tensor:
+        """Per-neuron RF thresholds: the stored quantile (default level of the store) or one value.
+
+        Shape: (K,) float32.
+        """
+        stats = self._statistics
+        level = quantile if quantile is not None else self.default_rf_quantile
+        return measures.neuron_thresholds(stats["neuron_quantiles"], self._statistics_attrs["quantile_levels"],
+                                          level, value=value, num_neurons=stats["neuron_quantiles"].shape[1])
+
+    # ------------------------------------------------------------------ receptive fields (§3.2)
+    def feature_maps(self, pair: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored analysed-layer maps of a pair. Shape: two (K, h, w) float32."""
+        pair = self.check_pair(pair)
+        return self._cached(("maps", pair), lambda: (
+            torch.from_numpy(self.store.array("activations", "benign_maps")[pair]),
+            torch.from_numpy(self.store.array("activations", "adv_maps")[pair])))
+
+    def receptive_fields(self, pair: int, quantile: float | None = None, value: float | None = None,
+                         size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """RF masks of all neurons on the benign and adversarial image, with shared thresholds.
+
+        Shape: two (K, H, W) bool, H × W = ``size`` (default: input size).
+        """
+        size = tuple(size) if size is not None else self.rf_size
+        key = ("rf", self.check_pair(pair), quantile, value, size)
+
+        def compute():
+            benign, adversarial = self.feature_maps(pair)
+            limit = self.thresholds(quantile, value)
+            return measures.rf_masks(benign, limit, size), measures.rf_masks(adversarial, limit, size)
+        return self._cached(key, compute)
+
+    def combined_rf(self, pair: int, neurons: Sequence[int], op: str = "union",
+                    quantile: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Union or intersection of the RFs of a set of neurons. Shape: two (H, W) bool."""
+        index = self.check_neurons(neurons)
+        benign, adversarial = self.receptive_fields(pair, quantile)
+        return (measures.combine_receptive_fields(benign, index, op),
+                measures.combine_receptive_fields(adversarial, index, op))
+
+    # ------------------------------------------------------------------ image-perturbation measure (Alg. 1)
+    def vulnerability_maps(self, pair: int, k: int = 2, stride: int = 1) -> measures.VulnerabilityMaps:
+        """bMap and aMap of a pair (Alg. 1). Shape: two (H, W) float32 on the CPU."""
+        pair = self.check_pair(pair)
+
+        def compute():
+            benign, adversarial = (torch.from_numpy(a[0]) for a in self.pair_images([pair]))
+            info = self.pair_info(pair)
+            maps = measures.vulnerability_maps(self.model, benign, adversarial, info["label"], info["adv_pred"],
+                                               k=k, stride=stride, device=self.device)
+            return measures.VulnerabilityMaps(maps.bmap.cpu(), maps.amap.cpu())
+        return self._cached(("vmap", pair, k, stride), compute)
+
+    def vulnerability_masks(self, pair: int, top_percent: float = 20.0, k: int = 2,
+                            stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The binarized bMap and aMap (top ``top_percent`` %). Shape: two (H, W) bool."""
+        bmap, amap = self.vulnerability_maps(pair, k, stride)
+        return measures.binarize_top(bmap, top_percent), measures.binarize_top(amap, top_percent)
+
+    def image_perturbation(self, pair: int, top_percent: float = 20.0, quantile: float | None = None,
+                           k: int = 2, stride: int = 1) -> measures.ImagePerturbationScores:
+        """IoU of each neuron's benign RF with the bMap mask and adversarial RF with the aMap mask."""
+        key = ("ipm", self.check_pair(pair), top_percent, quantile, k, stride)
+
+        def compute():
+            benign_rf, adversarial_rf = self.receptive_fields(pair, quantile)
+            bmask, amask = self.vulnerability_masks(pair, top_percent, k, stride)
+            rf_size = tuple(benign_rf.shape[-2:])
+            if tuple(bmask.shape) != rf_size:  # RFs at another size: compare at the RF size
+                bmask, amask = (torch.nn.functional.interpolate(m[None, None].float(), size=rf_size)[0, 0] > 0.5
+                                for m in (bmask, amask))
+            return measures.image_perturbation_scores(benign_rf, adversarial_rf, bmask, amask)
+        return self._cached(key, compute)
+
+    # ------------------------------------------------------------------ neuron-perturbation measure (§5.2.1)
+    def pooled(self, pair: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled penultimate vectors of a pair. Shape: two (D,) float32."""
+        pair = self.check_pair(pair)
+        return (torch.from_numpy(self.store.array("activations", "benign_pooled")[pair]),
+                torch.from_numpy(self.store.array("activations", "adv_pooled")[pair]))
+
+    def curves(self, pair: int) -> measures.ContributionCurves:
+        """Activation × weight of the benign image (benign class) and adversarial image (adversarial class)."""
+        info = self.pair_info(pair)
+        benign, adversarial = self.pooled(pair)
+        return measures.contribution_curves(benign, adversarial, self._statistics["dense_weight"], info["label"],
+                                            info["adv_pred"])
+
+    def bands(self, level: float = measures.DEFAULT_CONFIDENCE, kind: str = "ci") -> measures.Bands:
+        """Class bands of activation × weight: confidence interval of the mean at ``level`` (``"ci"``)
+        or the central ``level`` percentile range (``"percentile"``). Shape: (C, D) each."""
+        stats = self._statistics
+
+        def compute():
+            if kind == "ci":
+                return measures.class_bands(stats["class_mean"], stats["class_std"], stats["class_count"], level)
+            if kind == "percentile":
+                tail = 50.0 * (1.0 - level)
+                return measures.percentile_bands(stats["class_percentiles"],
+                                                 self._statistics_attrs["percentile_levels"], tail, 100.0 - tail)
+            raise ValueError(f"kind must be 'ci' or 'percentile', got {kind!r}")
+        return self._cached(("bands", level, kind), compute)
+
+    def band_gap(self, pair: int, level: float = measures.DEFAULT_CONFIDENCE, kind: str = "ci") -> torch.Tensor:
+        """Band gap per neuron for the pair's benign and adversarial classes. Shape: (D,)."""
+        info = self.pair_info(pair)
+        return measures.pair_band_gap(self.bands(level, kind), info["label"], info["adv_pred"])
+
+    def substitution(self, pair: int) -> measures.NeuronSubstitution:
+        """Probability changes when one neuron at a time takes its adversarial pooled value."""
+        pair = self.check_pair(pair)
+
+        def compute():
+            info = self.pair_info(pair)
+            benign, adversarial = self.pooled(pair)
+            result = measures.neuron_substitution(self.model, benign, adversarial, info["label"], info["adv_pred"],
+                                                  device=self.device)
+            return measures.NeuronSubstitution(result.benign_drop.cpu(), result.adversarial_rise.cpu())
+        return self._cached(("substitution", pair), compute)
+
+    def neuron_ranking(self, pair: int, measure: str = "band_gap", *, top_percent: float = 20.0,
+                       quantile: float | None = None, level: float = measures.DEFAULT_CONFIDENCE,
+                       k: int = 2, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Neuron order (most vulnerable first) and the score of each neuron, by a :data:`NEURON_MEASURES`.
+
+        Shape: order (K,) int64; scores (K,) float32 indexed by neuron id.
+        """
+        if measure == "band_gap":
+            curves = self.curves(pair)
+            scores = self.band_gap(pair, level).numpy()
+            return measures.rank_band_gap(scores, "signed", (curves.adversarial - curves.benign).numpy()), scores
+        if measure in ("iou_bmap", "iou_amap"):
+            result = self.image_perturbation(pair, top_percent, quantile, k, stride)
+            if measure == "iou_bmap":
+                return result.benign_ranking, result.benign_iou.numpy()
+            return result.adversarial_ranking, result.adversarial_iou.numpy()
+        if measure == "substitution":
+            result = self.substitution(pair)
+            scores = (result.benign_drop + result.adversarial_rise).numpy()
+            return measures.rank_descending(scores), scores
+        raise ValueError(f"measure must be one of {NEURON_MEASURES}, got {measure!r}")
+
+    # ------------------------------------------------------------------ clustering (§5.2.2)
+    def clustering(self, pair: int, metric: str = "rf_l2", method: str = "average",
+                   quantile: float | None = None) -> measures.NeuronClustering:
+        """Hierarchical clustering of the analysed layer's neurons for a pair (§5.2.2)."""
+        key = ("cluster", self.check_pair(pair), metric, method, quantile)
+
+        def compute():
+            if metric == "activation_l2":
+                benign, adversarial = self.feature_maps(pair)
+            else:
+                benign, adversarial = self.receptive_fields(pair, quantile)
+            return measures.NeuronClustering(metric, method).fit(benign, adversarial)
+        return self._cached(key, compute)
+
+    def cluster_members(self, pair: int, nodes: int | Sequence[int], metric: str = "rf_l2",
+                        method: str = "average", quantile: float | None = None) -> np.ndarray:
+        """Neurons under dendrogram node(s) of :meth:`clustering` (SciPy node ids, checked).
+
+        Shape: returns int64 sorted unique neuron ids.
+        """
+        tree = self.clustering(pair, metric, method, quantile)
+        ids = [nodes] if np.isscalar(nodes) else list(nodes)  # type: ignore[arg-type]
+        return tree.members([self.check_node(node, tree.n_neurons_) for node in ids])
+
+    # ------------------------------------------------------------------ context images (§5.3)
+    def _stored_neuron_rfs(self, maps_name: str, pairs: np.ndarray, neuron: int,
+                           limit: torch.Tensor) -> torch.Tensor:
+        """RFs of one neuron on a few pairs, read from the stored maps ``maps_name``. Shape: (n, H, W) bool."""
+        if not len(pairs):
+            return torch.zeros(0, *self.rf_size, dtype=torch.bool)
+        maps = self.store.array("activations", maps_name)
+        selected = torch.from_numpy(np.stack([maps[int(i), neuron] for i in pairs]))
+        return measures.rf_masks(selected[:, None], limit, self.rf_size)[:, 0]
+
+    def context(self, neuron: int, pairs: Sequence[int] | None = None, m: int = 6, by: str = "activation",
+                quantile: float | None = None) -> measures.ContextImages:
+        """Top-m benign and adversarial images of ``pairs`` for a neuron (§5.3), ids mapped to pair ids.
+
+        ``by="activation"`` ranks by the neuron's maximal activation; ``"confidence"`` by the probability
+        of the benign label (benign side) and of the adversarial label (adversarial side).
+        """
+        neuron = self.check_neuron(neuron)
+        ids = np.arange(self.num_pairs) if pairs is None else self.check_pairs(pairs)
+        if by == "activation":
+            benign_max, adv_max = self._max_activations
+            benign_scores, adv_scores = benign_max[ids], adv_max[ids]
+        elif by == "confidence":
+            t = self.table
+            benign_scores = measures.class_confidence(t["benign_probs"][ids], t["label"][ids])
+            adv_scores = measures.class_confidence(t["adv_probs"][ids], t["adv_pred"][ids])
+        else:
+            raise ValueError(f"by must be 'activation' or 'confidence', got {by!r}")
+        top = measures.context_images(neuron, benign_scores, adv_scores, m)
+        benign_ids, adv_ids = ids[top.benign], ids[top.adversarial]
+        limit = self.thresholds(quantile)[neuron]
+        benign_rfs = self._stored_neuron_rfs("benign_maps", benign_ids, neuron, limit)
+        adv_rfs = self._stored_neuron_rfs("adv_maps", adv_ids, neuron, limit)
+        return measures.ContextImages(benign_ids, adv_ids, top.benign_scores, top.adversarial_scores,
+                                      benign_rfs, adv_rfs)
