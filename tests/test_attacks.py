@@ -197,7 +197,6 @@ def fashion_batch():
 @pytest.mark.parametrize("norm,eps,alpha", [("linf", 8 / 255, 2 / 255), ("l2", 1.0, 0.25)], ids=["linf", "l2"])
 def test_pgd_matches_art_without_random_start(fashion_adapter, fashion_batch, monkeypatch, norm, eps, alpha,
                                                targeted):
-    pytest.importorskip("art")
     from art.attacks.evasion import ProjectedGradientDescent
     from art.estimators.classification import PyTorchClassifier
 

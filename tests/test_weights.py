@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import sys
 import textwrap
 from collections import OrderedDict
+from importlib import resources
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from advlens.data.cifar import CIFAR10_CLASSES
@@ -17,7 +21,7 @@ from advlens.data.idx import FASHION_MNIST_CLASSES
 from advlens.errors import ModelError
 from advlens.models import load_model
 from advlens.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet18
-from advlens.models.fashion_resnet import FASHION_MNIST_MEAN, FashionResNet
+from advlens.models.fashion_resnet import FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionResNet
 from advlens.models.registry import demo_weights_path
 from advlens.models.weights import load_weights, read_state_dict
 
@@ -208,7 +212,8 @@ def test_cifar_resnet18_with_saved_state_dict(tmp_path):
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         out = model.activations(x)
-        assert torch.allclose(out.logits, source(model.normalize(x)), atol=1e-5)
+        by_hand = (x - torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+        torch.testing.assert_close(out.logits, source(by_hand), rtol=0, atol=1e-5)
     assert out.feature_maps.shape == (1, 512, 4, 4) and out.pooled.shape == (1, 512)
 
 
@@ -230,20 +235,51 @@ def test_fashion_resnet_with_given_weights(tmp_path):
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         out = model.activations(x)
-        torch.testing.assert_close(out.logits, source(model.normalize(x)), rtol=0, atol=1e-5)
+        by_hand = (x - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]
+        torch.testing.assert_close(out.logits, source(by_hand), rtol=0, atol=1e-5)
     assert out.feature_maps.shape == (2, 256, 7, 7) and out.pooled.shape == (2, 256)
     with pytest.raises(ModelError, match="missing"):
         load_model("fashion-resnet", tmp_path / "absent.safetensors")
 
 
-@pytest.mark.skipif(not demo_weights_path().is_file(), reason="demo weights not trained yet")
+def read_fashion_test_split(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` Fashion-MNIST test images and labels, read without advlens (gzip + IDX offsets)."""
+    folder = Path("/usr/share/datasets/fashion-mnist")
+    images_file, labels_file = folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz"
+    if not (images_file.is_file() and labels_file.is_file()):
+        pytest.fail(f"{folder} lacks the test split: the Debian package dataset-fashion-mnist, which `make setup` "
+                    "installs, is not installed", pytrace=False)
+    with gzip.open(images_file, "rb") as handle:
+        pixels = np.frombuffer(handle.read()[16:16 + count * 784], dtype=np.uint8).reshape(count, 1, 28, 28)
+    with gzip.open(labels_file, "rb") as handle:
+        labels = np.frombuffer(handle.read()[8:8 + count], dtype=np.uint8)
+    return torch.from_numpy(pixels.astype(np.float32) / 255.0), torch.from_numpy(labels.astype(np.int64))
+
+
 def test_fashion_resnet_shipped_weights():
+    path = demo_weights_path()
+    if not path.is_file():  # a packaging bug, never a reason to skip
+        pytest.fail(f"the shipped demo weights {path} are missing: advlens's package data (weights/*.safetensors "
+                    "in pyproject.toml) was not installed", pytrace=False)
+    assert path.parent == Path(str(resources.files("advlens"))) / "weights"  # inside the installed package
     model = load_model("fashion-resnet")
+    shipped = load_file(str(path))  # the file itself, read by safetensors
+    loaded = model.net.state_dict()
+    assert loaded.keys() == shipped.keys()
+    for key, value in shipped.items():
+        assert torch.equal(loaded[key], value), key
     assert model.analysed_layer_name == "layer4" and model.num_classes == 10
+    # the demo model of the README: ≈ 92% on the test split (91.6% on all 10 000); chance is 10%
+    images, labels = read_fashion_test_split(500)
     with torch.no_grad():
-        out = model.activations(torch.rand(2, 1, 28, 28))
-    assert out.feature_maps.shape == (2, 256, 7, 7) and out.pooled.shape == (2, 256)
-    assert out.logits.shape == (2, 10) and torch.isfinite(out.logits).all()
+        out = model.activations(images)
+    accuracy = float((out.logits.argmax(1) == labels).float().mean())
+    assert accuracy >= 0.88, f"the shipped demo weights classify only {accuracy:.1%} of 500 test images"
+    # the dense layer's inputs are the analysed layer's channels, globally average-pooled
+    assert out.feature_maps.shape == (500, 256, 7, 7)
+    torch.testing.assert_close(out.pooled, out.feature_maps.mean(dim=(2, 3)), rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.logits, out.pooled @ shipped["fc.weight"].T + shipped["fc.bias"], rtol=0,
+                               atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------ module.path:factory
