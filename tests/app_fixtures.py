@@ -1,7 +1,13 @@
-"""Helpers for the web-app tests: a small real store, a server thread, a Playwright browser.
+"""Helpers for the web-app tests: two stores, a server thread, a Playwright browser.
 
-The store is built once per test session under pytest's base temporary folder and reused by every
-test module that asks for it (``small_store``), so callback and browser tests share it.
+- ``tiny_store_path``: the tiny seeded test model and generated images of ``tests/conftest.py`` (3 classes,
+  6 neurons, 8×8 images), built in seconds and needing nothing outside the repository: the callback
+  tests always run.
+- ``small_store_path``: the demo model on the first 200 Fashion-MNIST test images, for the browser walk
+  and ``advlens serve``. It needs the Debian packages the Makefile installs (``dataset-fashion-mnist``,
+  ``chromium``): without them these tests fail, saying what to install.
+
+Each store is built once per test session under pytest's base temporary folder and shared.
 """
 
 from __future__ import annotations
@@ -20,10 +26,71 @@ SMALL_LIMIT = 200
 """Fashion-MNIST test images examined for the small store (≈130 successful pairs, ≈30 s on 2 cores)."""
 
 
+TINY_COUNT = 150
+"""Generated images of the tiny store (≈ 90 successful attacks: enough for two Image Grid pages)."""
+TINY_CONFIG = dict(model="tests:tiny", dataset="tiny", eps=0.2, alpha=0.07, steps=5, batch_size=64, seed=3,
+                   tsne_perplexity=5.0)
+
+
+def tiny_store(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny test model of ``tests/conftest.py`` and a complete store of it on generated images.
+
+    Returns ``(path, model)``: the store's model spec (``tests:tiny``) cannot be rebuilt from the store,
+    so a session needs the model passed in.
+    """
+    from conftest import tiny_dataset, trained_tiny_model
+
+    from advlens.pipeline import PrepareConfig, prepare
+    from advlens.store import open_store
+
+    model = trained_tiny_model(tiny_dataset())
+    root = tmp_path_factory.getbasetemp() / "advlens-tiny-app-store"
+    if not ((root / "manifest.json").exists() and open_store(root).complete):
+        prepare(PrepareConfig(**TINY_CONFIG), root, model=model, data=tiny_dataset(TINY_COUNT))
+    return root, model
+
+
+DEMO_GENERATED_COUNT = 48
+
+
+def demo_model_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete store of the built-in demo model (``fashion-resnet``, shipped weights) on generated images.
+
+    The images are smooth random blobs labelled with the model's own predictions (all true positives), so
+    the store needs no dataset, yet ``advlens serve`` can rebuild its model from the store alone.
+    """
+    import torch
+
+    from advlens.data import ImageDataset
+    from advlens.models import load_model
+    from advlens.pipeline import PrepareConfig, prepare
+    from advlens.store import open_store
+
+    root = tmp_path_factory.getbasetemp() / "advlens-demo-generated-store"
+    if (root / "manifest.json").exists() and open_store(root).complete:
+        return root
+    model = load_model("fashion-resnet")
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand(DEMO_GENERATED_COUNT, 1, 7, 7, generator=generator)
+    images = torch.nn.functional.interpolate(coarse, size=(28, 28), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    data = ImageDataset(images, labels, tuple(model.class_names), "generated", "test")
+    prepare(PrepareConfig(model="fashion-resnet", dataset="generated", batch_size=64, seed=0, tsne_perplexity=5.0),
+            root, model=model, data=data)
+    return root
+
+
+def require_fashion_mnist() -> None:
+    """Fail (not skip) without the Debian dataset: the Makefile installs it, so its absence is a setup bug."""
+    if not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"Fashion-MNIST is not installed at {FASHION_DIR}: install the Debian package "
+                    "dataset-fashion-mnist (`make setup` does)", pytrace=False)
+
+
 def small_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete store of the demo model on the first :data:`SMALL_LIMIT` Fashion-MNIST test images."""
-    if not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"Fashion-MNIST not installed at {FASHION_DIR} (Debian package dataset-fashion-mnist)")
+    require_fashion_mnist()
     from advlens.pipeline import PrepareConfig, prepare
     from advlens.store import open_store
 
@@ -72,8 +139,10 @@ PENDING_SCRIPT = """
 
 
 def launch_browser(playwright):
+    """Debian's chromium under Playwright; fails (not skips) without it: the Makefile installs it."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (Debian package chromium)")
+        pytest.fail(f"no chromium at {CHROMIUM}: install the Debian package chromium (`make setup` does)",
+                    pytrace=False)
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 

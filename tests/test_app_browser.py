@@ -1,4 +1,6 @@
-"""Browser tests of the web app (Playwright driving Debian's chromium) on a small real store.
+"""Browser tests of the web app (Playwright driving Debian's chromium) on a small real store (the demo model on
+the first 200 Fashion-MNIST test images). Without the Debian packages ``dataset-fashion-mnist`` or ``chromium``
+(the Makefile installs both) these tests fail, saying what to install.
 
 ``test_case_study_walkthrough`` walks paper 001's §6.1.2 case in Fashion-MNIST terms (T-shirt/top
 images attacked into Shirt, the analogue of cat → dog): click the matrix cell → the grid fills → sort
@@ -27,8 +29,9 @@ from app_fixtures import (
     wait_idle,
 )
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-pytest.importorskip("dash")
+import playwright.sync_api as playwright_api
+
+pytestmark = pytest.mark.slow  # a 200-image demo store (≈ 30–60 s) and a browser walk per test
 
 SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
 VIEWPORT = {"width": 1680, "height": 1000}
@@ -98,7 +101,7 @@ def card_ids(page) -> list[int]:
 
 
 def test_case_study_walkthrough(page, session):
-    from advlens.app.cluster_view import geometry
+    from advlens.app.neurons.cluster_view import geometry
 
     # 1. overview: both scatterplots and the matrix drawn, nothing selected yet
     assert trace_count(page, "scatter-benign") >= 2 and trace_count(page, "scatter-adversarial") >= 2
@@ -209,7 +212,7 @@ def test_case_study_walkthrough(page, session):
 def test_lasso_selection_and_paging(page, session):
     """Colour by predicted label; a lasso around the whole adversarial plot selects pairs; large selections
     page 24 at a time; clearing empties the grid."""
-    from advlens.app.image_grid import PAGE_SIZE
+    from advlens.app.neurons.image_grid import PAGE_SIZE
 
     page.locator("#overview-color-by label", has_text="predicted label").click()
     wait_idle(page)

@@ -1,43 +1,50 @@
-"""Callback-level tests of the web app: the plain functions behind each view's callbacks, the image
-route, the app factory and ``advlens serve``, on a small real store (demo model, Fashion-MNIST)."""
+"""Callback-level tests of the web app: the plain functions behind each page's callbacks, the server-side
+checks of every id from the browser, the shared error handling, the router and URL state, the image route
+and the app factory.
+
+They run on the tiny store of ``tests/conftest.py``'s model (3 classes, 6 neurons, 8×8 images; built in
+seconds), so they need nothing outside the repository. ``advlens serve`` is tested in
+``tests/test_app_serve.py``; the browser walk on the real demo store in ``tests/test_app_browser.py``.
+"""
 
 from __future__ import annotations
 
+import base64
 import io
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from dash import no_update
+from dash.exceptions import PreventUpdate
 from PIL import Image
 
-pytest.importorskip("dash")
+from app_fixtures import tiny_store
 
-from app_fixtures import small_store_path  # noqa: E402
-
-from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session  # noqa: E402
-from advlens.analysis.cache import BoundedCache  # noqa: E402
-from advlens.app import cluster_view, common, context_view, image_grid, images, neuron_view, overview  # noqa: E402
-from advlens.app import receptive_field  # noqa: E402
-from advlens.app.factory import build_layout, create_app  # noqa: E402
-from advlens.cli import main  # noqa: E402
+from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
+from advlens.analysis.cache import BoundedCache
+from advlens.app import common, images, shell, validate
+from advlens.app.factory import PAGES, build_layout, create_app
+from advlens.app.neurons import cluster_view, context_view, image_grid, neuron_view, overview, receptive_field
+from advlens.app.neurons import layout as neurons_layout
+from advlens.app.neurons import state as neurons_state
+from advlens.app.neurons import PROBLEMS, url_query
+from advlens.app.placeholder import carried_selection
+from advlens.errors import StoreError
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory) -> Session:
-    return Session(small_store_path(tmp_path_factory), device="cpu")
+    root, model = tiny_store(tmp_path_factory)
+    return Session(root, model=model, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def cell(session) -> tuple[int, int]:
-    """The fullest Prediction Matrix cell of the small store."""
+    """The fullest Prediction Matrix cell of the tiny store."""
     matrix = session.prediction_matrix()
     return tuple(int(i) for i in np.unravel_index(np.argmax(matrix), matrix.shape))
 
@@ -64,6 +71,22 @@ def component_ids(component) -> set:
     return found
 
 
+def find(component, component_id):
+    """The component with ``component_id`` in a tree (``None`` when absent)."""
+    stack = [component]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (list, tuple)):
+            stack.extend(node)
+            continue
+        if getattr(node, "id", None) == component_id:
+            return node
+        children = getattr(node, "children", None)
+        if children is not None and not isinstance(children, str):
+            stack.append(children)
+    return None
+
+
 def texts(component) -> str:
     """All text of a Dash component tree, joined."""
     parts = []
@@ -79,11 +102,14 @@ def texts(component) -> str:
     return " ".join(parts)
 
 
+def figure_message(figure) -> str:
+    """The message an empty-state or error figure carries (line breaks removed)."""
+    return figure.layout.annotations[0].text.replace("<br>", " ")
+
+
 def png(data_uri_or_bytes) -> np.ndarray:
     raw = data_uri_or_bytes
     if isinstance(raw, str):
-        import base64
-
         assert raw.startswith("data:image/png;base64,")
         raw = base64.b64decode(raw.split(",", 1)[1])
     return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
@@ -129,15 +155,217 @@ def test_pair_image_route_serves_store_items_only(session, tmp_path):
     assert response.status_code == 200 and response.mimetype == "image/png"
     served = png(response.data)
     expected = session.pair_images([0])[1][0, 0]
-    assert served.shape == (84, 84, 3)
-    assert np.abs(served[::3, ::3, 0] / 255.0 - expected).max() <= 0.5 / 255 + 1e-6
+    factor = -(-84 // expected.shape[0])  # scaled up by an integer factor to at least 84 pixels
+    assert served.shape == (factor * expected.shape[0], factor * expected.shape[1], 3)
+    assert np.abs(served[::factor, ::factor, 0] / 255.0 - expected).max() <= 0.5 / 255 + 1e-6
     assert client.get(f"/pair-image/{session.num_pairs - 1}/benign.png").status_code == 200
     (tmp_path / "secret.png").write_bytes(b"x")
     for url in (f"/pair-image/{session.num_pairs}/benign.png", "/pair-image/-1/benign.png",
                 "/pair-image/0/other.png", "/pair-image/0/benign.jpg", "/pair-image/abc/benign.png",
                 "/pair-image/0/../../../etc/passwd", f"/pair-image/0/{tmp_path}/secret.png",
-                "/pair-image/%2e%2e/benign.png", "/pair-image/0/benign.png/extra"):
+                "/pair-image/%2e%2e/benign.png", "/pair-image/0/benign.png/extra", "/pair-image/1e3/benign.png",
+                "/pair-image/+1/benign.png", "/pair-image/ 1/benign.png"):
         assert client.get(url).status_code == 404, url
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def test_ids_from_the_browser_are_checked_not_wrapped(session):
+    k, p, c = session.num_neurons, session.num_pairs, session.num_classes
+    assert validate.neuron_id(session, k - 1) == k - 1 and validate.neuron_id(session, None) is None
+    for bad in (-1, k, True, 1.0, "x", [0], {"a": 1}):
+        with pytest.raises(validate.InvalidSelection, match="neuron"):
+            validate.neuron_id(session, bad)
+    with pytest.raises(validate.InvalidSelection, match=rf"neuron -1 does not exist: .* 0–{k - 1}"):
+        validate.neuron_id(session, -1)
+    with pytest.raises(validate.InvalidSelection, match=rf"pair {p} does not exist"):
+        validate.pair_id(session, p)
+    assert validate.pair_id(session, "3") == 3  # from the URL
+    with pytest.raises(validate.InvalidSelection, match="dendrogram node"):
+        validate.node_ids(session, [0, 2 * k - 1])
+    with pytest.raises(validate.InvalidSelection, match="class"):
+        validate.class_view(session, {"rows": [0, c], "cols": [0]})
+    with pytest.raises(validate.InvalidSelection, match="selected pair -2"):
+        validate.selection(session, {"pairs": [0, -2], "label": "x", "cell": None})
+    with pytest.raises(validate.InvalidSelection, match="not one of"):
+        validate.choice("random", SORT_ORDERS, "sort order")
+    with pytest.raises(validate.InvalidSelection, match="not stored"):
+        validate.rf_quantile(session, 0.42)
+    assert validate.rf_quantile(session, session.default_rf_quantile) == session.default_rf_quantile
+    for bad in (0, 101, float("nan"), "20", None):
+        with pytest.raises(validate.InvalidSelection, match="top p%"):
+            validate.number(bad, "top p%", 1, 100)
+    with pytest.raises(validate.InvalidSelection, match="page 3 does not exist: this selection has 2 pages"):
+        validate.page_number(2, 2)
+
+
+def test_neuron_minus_one_is_an_error_in_every_neuron_view_not_the_last_neuron(session, pair):
+    neuron_message = "neuron -1 does not exist"
+    assert neuron_message in figure_message(neuron_view.draw(session, pair, "band_gap", -1, None, 20))
+    assert neuron_message in figure_message(cluster_view.draw(session, pair, -1, None, None)[0])
+    empty, style, *rest = receptive_field.draw_rfs(session, pair, -1, None, "union", None, None)
+    assert neuron_message in texts(empty) and "message-error" in empty.className and style == {"display": "none"}
+    assert all(v in ("", [], no_update) for v in rest)  # nothing of another neuron is drawn
+    style, title, body = context_view.draw(session, {"side": "benign"}, "activation", 6, -1, None, None)
+    assert style == {"display": "flex"} and neuron_message in texts(body)
+    # a valid neuron draws: the checks do not refuse what the views offer
+    last = session.num_neurons - 1
+    assert f"neuron {last}" in receptive_field.draw_rfs(session, pair, last, None, "union", None, None)[8]
+
+
+@pytest.mark.parametrize("view", ["neuron", "rfs", "maps", "cluster", "grid", "scatter", "matrix", "context"])
+def test_every_view_says_what_is_wrong_with_a_bad_pair(session, view):
+    bad = session.num_pairs + 5
+    wanted = f"pair {bad} does not exist"
+    selection = {"pairs": [0, bad], "label": "x", "cell": None}
+    if view == "neuron":
+        shown = figure_message(neuron_view.draw(session, bad, "band_gap", None, None, 20))
+    elif view == "rfs":
+        shown = texts(receptive_field.draw_rfs(session, bad, None, None, "union", None, None)[0])
+    elif view == "maps":
+        shown = texts(receptive_field.draw_maps(session, bad, 20)[2])
+    elif view == "cluster":
+        shown = figure_message(cluster_view.draw(session, bad, None, None, None)[0])
+    elif view == "grid":
+        shown = texts(image_grid.draw_grid(session, None, "perturbation_asc", 0, bad)[0])
+    elif view == "scatter":
+        shown = figure_message(overview.draw_scatter(session, "true", None, selection)[0])
+        wanted = f"selected pair {bad} does not exist"
+    elif view == "matrix":
+        shown = texts(overview.draw_matrix(session, None, selection)[2])
+        wanted = f"selected pair {bad} does not exist"
+    else:
+        shown = texts(context_view.draw(session, {"side": "benign"}, "activation", 6, 0, None, selection)[2])
+        wanted = f"selected pair {bad} does not exist"
+    assert wanted in shown, shown
+
+
+def test_bad_choices_are_named_in_the_view(session, pair):
+    assert "measure 'random' is not one of" in figure_message(neuron_view.draw(session, pair, "random", None, None,
+                                                                              20))
+    assert "top p% 500" in figure_message(neuron_view.draw(session, pair, "band_gap", None, None, 500))
+    assert "RF threshold quantile 0.42" in figure_message(cluster_view.draw(session, pair, None, None, 0.42)[0])
+    assert "combination 'xor'" in texts(receptive_field.draw_rfs(session, pair, 0, None, "xor", None, None)[0])
+    node = 2 * session.num_neurons - 1
+    record = {"pair": pair, "quantile": None, "nodes": [node]}
+    assert f"dendrogram node {node} does not exist" in figure_message(
+        cluster_view.draw(session, pair, None, record, None)[0])
+    assert "sort order 'random'" in texts(image_grid.draw_grid(session, None, "random", 0, None)[0])
+    assert "colour 'blue'" in figure_message(overview.draw_scatter(session, "blue", None, None)[0])
+    assert "number of images 7" in texts(context_view.draw(session, {"side": "benign"}, "activation", 7, 0, None,
+                                                           None)[2])
+    assert "side 'left'" in texts(context_view.draw(session, {"side": "left"}, "activation", 6, 0, None, None)[2])
+
+
+def test_a_grid_page_that_does_not_exist_is_an_error_not_the_last_page(session):
+    everything = list(range(session.num_pairs))
+    pages = image_grid.page_count(len(everything))
+    selection = {"pairs": everything, "label": "all", "cell": None}
+    cards, pager, caption, prev_off, next_off = image_grid.draw_grid(session, selection, "perturbation_asc", pages,
+                                                                     None)
+    assert f"page {pages + 1} does not exist: this selection has {pages} pages" in texts(cards)
+    assert (pager, prev_off, next_off) == ("", True, True)
+    negative = image_grid.draw_grid(session, selection, "perturbation_asc", -1, None)[0]
+    assert "page index -1 is negative" in texts(negative)
+    with pytest.raises(validate.InvalidSelection):
+        image_grid.page_of(session, everything, "perturbation_asc", pages)
+
+
+def test_pickers_refuse_ids_that_are_not_the_stores(session, pair):
+    k = session.num_neurons
+    assert neuron_view.pick(session, {"points": [{"customdata": -1}]}, None) is no_update
+    assert neuron_view.pick(session, {"points": [{"customdata": k}]}, None) is no_update
+    assert neuron_view.pick(session, {"points": [{"customdata": [2, 0.5]}]}, None) == 2
+    assert image_grid.pick(session, {"type": "pair-card", "pair": -1}, True, None) is no_update
+    assert image_grid.pick(session, {"type": "pair-card", "pair": session.num_pairs}, True, None) is no_update
+    assert image_grid.pick(session, {"type": "pair-card", "pair": pair}, True, None) == pair
+    with pytest.raises(PreventUpdate):
+        image_grid.pick(session, {"type": "pair-card", "pair": pair}, False, None)  # cards appearing
+    click = {"points": [{"customdata": 2 * k - 1}]}
+    assert cluster_view.pick(session, cluster_view.GRAPH, click, None, pair, None) is no_update
+    assert cluster_view.pick(session, cluster_view.GRAPH, {"points": [{"customdata": k}]}, None, pair, None) == {
+        "pair": pair, "quantile": None, "nodes": [k]}
+    assert cluster_view.pick(session, cluster_view.GRAPH, {"points": [{"customdata": k}]}, None, -3, None) is no_update
+    assert overview.select(session, overview.MATRIX, None, None, {"points": [{"x": 0, "y": 0}]},
+                           {"rows": [99], "cols": [0]}, "true", None) is no_update
+    assert overview.set_classes(session, [0, 99], [0], None) is no_update
+    assert image_grid.turn_page(session, image_grid.NEXT, None, 7) is no_update
+    assert image_grid.highlight(session, -1, [{"pair": 0}]) is no_update
+
+
+# ------------------------------------------------------------------------------------------------ errors
+STORE_MESSAGE = ("array activations/benign_maps of the store at /x is damaged (chunk 0.0.0.0 missing); rebuild its "
+                 "stage with `advlens prepare --out /x --overwrite`")
+
+
+class BrokenStoreSession:
+    """A session whose every store read fails as a damaged store does (ids and sizes still answer)."""
+
+    READS = {"table", "overview", "prediction_matrix", "pairs_in_cell", "sort_pairs", "pair_info", "pair_images",
+             "feature_maps", "receptive_fields", "curves", "bands", "band_gap", "neuron_ranking", "pooled",
+             "vulnerability_maps", "vulnerability_masks", "image_perturbation", "substitution", "clustering",
+             "combined_rf", "context", "class_subset", "thresholds"}
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def __getattr__(self, name):
+        if name in self.READS:
+            def fail(*args, **kwargs):
+                raise StoreError(STORE_MESSAGE)
+            return fail() if name == "table" else fail
+        return getattr(self._session, name)
+
+
+def test_every_view_shows_a_store_error_instead_of_going_stale(session, pair):
+    broken = BrokenStoreSession(session)
+    shown = {
+        "scatter": figure_message(overview.draw_scatter(broken, "true", None, None)[0]),
+        "matrix": texts(overview.draw_matrix(broken, None, None)[2]),
+        "grid": texts(image_grid.draw_grid(broken, {"pairs": [0, 1], "label": "x", "cell": None}, "perturbation_asc",
+                                           0, None)[0]),
+        "neuron": figure_message(neuron_view.draw(broken, pair, "band_gap", 0, None, 20)),
+        "rfs": texts(receptive_field.draw_rfs(broken, pair, 0, None, "union", None, None)[0]),
+        "maps": texts(receptive_field.draw_maps(broken, pair, 20)[2]),
+        "cluster": figure_message(cluster_view.draw(broken, pair, 0, None, None)[0]),
+        "context": texts(context_view.draw(broken, {"side": "benign"}, "activation", 6, 0, None, None)[2]),
+        "page": texts(shell.route(broken, PAGES, "/neurons", "?pair=0", ["url.pathname"], None)),
+    }
+    for view, text in shown.items():
+        assert "activations/benign_maps" in text and "advlens prepare --out /x --overwrite" in text, view
+
+
+def test_an_unexpected_error_is_logged_and_shown_not_raised(session, caplog):
+    class Exploding(BrokenStoreSession):
+        def __getattr__(self, name):
+            if name == "overview":
+                raise_it = ZeroDivisionError("boom")
+
+                def fail(*args, **kwargs):
+                    raise raise_it
+                return fail
+            return getattr(self._session, name)
+
+    with caplog.at_level("ERROR"):
+        figure = overview.draw_scatter(Exploding(session), "true", None, None)[0]
+    assert "Unexpected error (ZeroDivisionError: boom)" in figure_message(figure)
+    assert "Traceback" in caplog.text and "ZeroDivisionError" in caplog.text
+
+
+def test_a_damaged_chunk_on_disk_shows_in_the_views(session, pair, tmp_path):
+    """A real store whose feature-map chunks were overwritten with garbage: the neuron views say so."""
+    import shutil
+
+    root = tmp_path / "damaged"
+    shutil.copytree(session.store.root, root)
+    chunks = [p for p in (root / "activations" / "benign_maps").rglob("*")
+              if p.is_file() and not p.name.startswith(("zarr.json", "."))]
+    assert chunks, "the store should hold chunk files"
+    for chunk in chunks:
+        chunk.write_bytes(b"\x00garbage" * 7)
+    damaged = Session(root, model=session.model, device="cpu")
+    for text in (figure_message(cluster_view.draw(damaged, pair, 0, None, None)[0]),
+                 texts(receptive_field.draw_rfs(damaged, pair, 0, None, "union", None, None)[0])):
+        assert text and ("benign_maps" in text or "Unexpected error" in text), text
 
 
 # ------------------------------------------------------------------------------------------------ overview
@@ -165,10 +393,13 @@ def test_scatterplots_fade_all_but_the_selection(session, cell):
 def test_prediction_matrix_counts_and_the_selected_cell(session, cell):
     figure = overview.matrix_figure(session, None, cell)
     heatmap = figure.data[0]
-    matrix = session.prediction_matrix()
-    assert np.array_equal(np.asarray(heatmap.z), matrix)
+    table = session.table
+    expected = np.zeros((session.num_classes, session.num_classes), dtype=np.int64)
+    for true_label, adv_label in zip(table["label"], table["adv_pred"]):  # an independent count
+        expected[true_label, adv_label] += 1
+    assert np.array_equal(np.asarray(heatmap.z), expected)
     assert heatmap.colorscale[0][1] == "rgb(255,245,235)" and heatmap.colorscale[-1][1] == "rgb(127,39,4)"
-    assert heatmap.text[cell[0]][cell[1]] == str(matrix[cell])
+    assert heatmap.text[cell[0]][cell[1]] == str(expected[cell])
     assert heatmap.text[0][0] == ""  # the diagonal (no successful attack) stays blank
     assert list(figure.layout.yaxis.ticktext) == session.class_names
     (rect,) = figure.layout.shapes
@@ -182,10 +413,14 @@ def test_a_single_class_gets_a_message_instead_of_a_matrix(session):
 
 def test_clicking_a_cell_selects_its_pairs(session, cell):
     click = {"points": [{"curveNumber": 0, "x": cell[1], "y": cell[0], "z": 3}]}
-    selection = overview.selection_from_cell(session, click)
-    assert selection["pairs"] == session.pairs_in_cell(*cell).tolist() and selection["cell"] == list(cell)
+    selection = overview.select(session, overview.MATRIX, None, None, click, None, "true", None)
+    table = session.table
+    members = [i for i in range(session.num_pairs) if (table["label"][i], table["adv_pred"][i]) == cell]
+    assert selection["pairs"] == members and selection["cell"] == list(cell)
     names = session.class_names
     assert selection["label"] == f"{names[cell[0]]} → {names[cell[1]]}"
+    assert overview.select(session, overview.MATRIX, None, None, click, None, "true", selection) is no_update
+    assert overview.select(session, overview.CLEAR, None, None, click, None, "true", selection) is None
     # with a class subset, positions map to the shown classes
     subset = {"rows": [cell[0]], "cols": [0, cell[1]] if cell[1] != 0 else [cell[1], 1]}
     position = subset["cols"].index(cell[1])
@@ -200,12 +435,17 @@ def test_lasso_selection_and_the_redraw_event_that_must_not_clear_it(session):
     points = [{"curveNumber": 0, "pointNumber": 0}, {"curveNumber": 1, "pointNumber": 2},
               {"curveNumber": 0, "pointNumber": 0}, {"curveNumber": 99, "pointNumber": 0}]
     lasso = {"points": points, "lassoPoints": {"x": [], "y": []}}
-    selection = overview.selection_from_points(session, lasso, "adversarial", "predicted")
+    selection = overview.select(session, overview.SCATTER_ADVERSARIAL, None, lasso, None, None, "predicted", None)
     assert selection["pairs"] == expected and "adversarial plot" in selection["label"]
     assert overview.selection_from_points(session, {"points": []}, "benign") is None  # plot redrawn
     empty = overview.selection_from_points(session, {"points": [], "range": {"x": [0, 1], "y": [0, 1]}}, "benign")
     assert empty["pairs"] == []
     assert overview.selection_from_points(session, None, "benign") is None
+
+
+def test_the_class_pickers_change_the_shown_classes_only_when_they_change(session):
+    assert overview.set_classes(session, [2, 0], [1], None) == {"rows": [0, 2], "cols": [1]}
+    assert overview.set_classes(session, [2, 0], [1], {"rows": [0, 2], "cols": [1]}) is no_update
 
 
 def test_more_than_twelve_classes_open_on_the_class_subset():
@@ -228,15 +468,14 @@ def test_class_subset_filters_the_overview(session, cell):
 # ------------------------------------------------------------------------------------------------ image grid
 def test_grid_pages_follow_the_sort_order(session):
     everything = list(range(session.num_pairs))
+    table = session.table
     for order in SORT_ORDERS:
         expected = session.sort_pairs(everything, order)
         pages = image_grid.page_count(len(everything))
         shown = sum((image_grid.page_of(session, everything, order, p) for p in range(pages)), [])
         assert shown == expected.tolist()
-    assert image_grid.page_of(session, everything, "perturbation_asc", 999) == image_grid.page_of(
-        session, everything, "perturbation_asc", pages - 1)
     assert image_grid.page_count(0) == 1 and image_grid.page_count(24) == 1 and image_grid.page_count(25) == 2
-    l2 = session.table["l2"][image_grid.page_of(session, everything, "perturbation_desc", 0)]
+    l2 = table["l2"][image_grid.page_of(session, everything, "perturbation_desc", 0)]
     assert (np.diff(l2) <= 0).all()
 
 
@@ -256,37 +495,49 @@ def test_grid_cards_encode_labels_probabilities_and_perturbation(session, pair):
     assert f"L2 {info['l2']:.3f}" in caption and f"{info['benign_prob']:.2f} → {info['adv_prob']:.2f}" in caption
 
 
-def test_grid_empty_states(session):
-    cards, pager = image_grid.grid_children(session, None, "perturbation_asc", 0)
-    assert "Nothing selected" in texts(cards) and pager == ""
-    lasso = {"pairs": [], "label": "lasso in the benign plot"}
-    cards, _ = image_grid.grid_children(session, lasso, "perturbation_asc", 0)
-    assert "No pairs in this selection" in texts(cards)
-    selection = {"pairs": list(range(min(30, session.num_pairs))), "label": "x"}
-    cards, pager = image_grid.grid_children(session, selection, "perturbation_asc", 1, selected_pair=None)
-    assert len(cards) == max(0, len(selection["pairs"]) - 24) and "page 2/2" in pager
+def test_grid_empty_states_and_paging(session):
+    cards, pager, caption, prev_off, next_off = image_grid.draw_grid(session, None, "perturbation_asc", 0, None)
+    assert "Nothing selected" in texts(cards) and pager == "" and caption == "" and prev_off and next_off
+    lasso = {"pairs": [], "label": "lasso in the benign plot", "cell": None}
+    assert "No pairs in this selection" in texts(image_grid.draw_grid(session, lasso, "perturbation_asc", 0,
+                                                                      None)[0])
+    selection = {"pairs": list(range(30)), "label": "x", "cell": None}
+    cards, pager, caption, prev_off, next_off = image_grid.draw_grid(session, selection, "benign_drop", 1, 3)
+    assert len(cards) == 6 and "page 2/2" in pager and "25–30 of 30" in pager
+    assert caption == "x · sorted by drop of the benign probability" and not prev_off and next_off
+    assert image_grid.turn_page(session, image_grid.NEXT, selection, 0) == 1
+    assert image_grid.turn_page(session, image_grid.NEXT, selection, 1) is no_update  # the last page
+    assert image_grid.turn_page(session, image_grid.PREV, selection, 1) == 0
+    assert image_grid.turn_page(session, image_grid.SORT, selection, 1) == 0
+    assert image_grid.highlight(session, 3, [{"pair": 2}, {"pair": 3}]) == ["pair-card", "pair-card selected"]
 
 
 # ------------------------------------------------------------------------------------------------ neuron view
 @pytest.mark.parametrize("measure", NEURON_MEASURES)
 def test_neuron_view_orders_curves_and_bands_by_the_measure(session, pair, measure):
     order, scores = session.neuron_ranking(pair, measure)
-    figure = neuron_view.neuron_figure(session, pair, measure, neuron=int(order[3]))
+    neuron = int(order[3])
+    figure = neuron_view.draw(session, pair, measure, neuron, None, 20)
     info = session.pair_info(pair)
-    curves, bands = session.curves(pair), session.bands()
+    # independent: activation × dense weight from the stored pooled vectors and the stored dense weight
+    benign_pooled, adversarial_pooled = (a.numpy() for a in session.pooled(pair))
+    weight = session.store.load("statistics", "dense_weight")
+    benign_curve = benign_pooled * weight[info["label"]]
+    adversarial_curve = adversarial_pooled * weight[info["adv_pred"]]
+    bands = session.bands()
     by_name = {t.name: t for t in figure.data if t.name}
     benign = by_name[f"benign ({info['label_name']})"]
     adversarial = by_name[f"adversarial ({info['adv_name']})"]
     assert list(benign.x) == [f"#{n}" for n in order] and list(benign.customdata) == order.tolist()
-    assert np.allclose(benign.y, curves.benign.numpy()[order])
-    assert np.allclose(adversarial.y, curves.adversarial.numpy()[order])
+    assert np.allclose(benign.y, benign_curve[order], atol=1e-6)
+    assert np.allclose(adversarial.y, adversarial_curve[order], atol=1e-6)
     assert benign.line.color == common.class_color(info["label"])
     assert adversarial.line.color == common.class_color(info["adv_pred"])
     band = by_name[f"{info['adv_name']} band"]
     assert np.allclose(band.y, bands.high[info["adv_pred"]].numpy()[order]) and band.fill == "tonexty"
     bars = [t for t in figure.data if t.type == "bar"][0]
     assert np.allclose(bars.y, np.asarray(scores)[order])
-    assert [s.x0 for s in figure.layout.shapes] == [f"#{int(order[3])}"] * 2
+    assert [s.x0 for s in figure.layout.shapes] == [f"#{neuron}"] * 2
     assert figure.layout.shapes[0].line.color == common.SELECTED_COLOR
     assert figure.layout.hovermode == "x unified" and figure.layout.yaxis.fixedrange
     assert f"pair {pair}:" in figure.layout.title.text
@@ -294,60 +545,80 @@ def test_neuron_view_orders_curves_and_bands_by_the_measure(session, pair, measu
 
 def test_band_gap_order_puts_excited_neurons_first_and_inhibited_last(session, pair):
     order, gap = session.neuron_ranking(pair, "band_gap")
-    assert gap[order[0]] >= 0 >= gap[order[-1]]
+    assert np.all(np.diff(gap[order]) <= 1e-7), "signed band gap, largest (most excited) first"
 
 
 def test_neuron_view_empty_state_and_clicks(session):
-    assert "Pick a pair" in neuron_view.neuron_figure(session, None).layout.annotations[0].text
-    assert neuron_view.neuron_from_click(session, {"points": [{"customdata": 17}]}) == 17
+    assert "Pick a pair" in figure_message(neuron_view.draw(session, None, "band_gap", None, None, 20))
+    assert neuron_view.neuron_from_click(session, {"points": [{"customdata": 5}]}) == 5
     assert neuron_view.neuron_from_click(session, {"points": [{"customdata": [5, 0.1]}]}) == 5
     assert neuron_view.neuron_from_click(session, {"points": [{"x": "#3"}]}) is None
-    assert neuron_view.neuron_from_click(session, {"points": [{"customdata": session.num_neurons}]}) is None
     assert neuron_view.neuron_from_click(session, None) is None
+    with pytest.raises(validate.InvalidSelection):
+        neuron_view.neuron_from_click(session, {"points": [{"customdata": session.num_neurons}]})
 
 
 # ------------------------------------------------------------------------------------------------ RF view
 def test_rf_panel_shows_one_neuron_with_the_same_threshold_on_both_images(session, pair):
     neuron = int(session.neuron_ranking(pair, "band_gap")[0][0])
-    out = receptive_field.rf_panel(session, pair, neuron)
-    benign_rf, adversarial_rf = session.receptive_fields(pair)
-    assert out["empty"] is None and f"neuron {neuron}" in out["caption"]
-    assert f"{100 * benign_rf[neuron].float().mean():.0f}% of the image" in out["benign_title"]
-    assert f"{100 * adversarial_rf[neuron].float().mean():.0f}% of the image" in out["adversarial_title"]
-    assert png(out["benign_src"]).shape == (168, 168, 3)
+    empty, style, b_src, a_src, b_probs, a_probs, b_title, a_title, caption, maps = receptive_field.draw_rfs(
+        session, pair, neuron, None, "union", None, None)
+    assert empty is None and style is None and maps == pair and f"neuron {neuron}" in caption
+    # independent: upsample the stored maps bilinearly and threshold with the stored per-neuron quantile
+    import torch
+
+    benign_maps, adversarial_maps = session.feature_maps(pair)
+    levels = list(session.rf_quantile_levels)
+    limit = session.store.load("statistics", "neuron_quantiles")[levels.index(session.default_rf_quantile), neuron]
+    size = session.rf_size
+    b_rf = torch.nn.functional.interpolate(benign_maps[None, neuron:neuron + 1], size=size, mode="bilinear")[0, 0]
+    a_rf = torch.nn.functional.interpolate(adversarial_maps[None, neuron:neuron + 1], size=size, mode="bilinear")[0, 0]
+    assert f"{100 * (b_rf > limit).float().mean():.0f}% of the image" in b_title
+    assert f"{100 * (a_rf > limit).float().mean():.0f}% of the image" in a_title
+    assert png(b_src).shape == (168, 168, 3)
     info = session.pair_info(pair)
-    assert len(out["benign_probs"]) == session.num_classes
-    bar = out["adversarial_probs"][info["adv_pred"]]
+    assert len(b_probs) == session.num_classes
+    bar = a_probs[info["adv_pred"]]
     assert "bar-strong" in bar.children[0].className
     assert bar.children[1].children.style["width"] == f"{100 * info['adv_probs'][info['adv_pred']]:.1f}%"
+    assert receptive_field.draw_rfs(session, pair, neuron, None, "union", None, pair)[9] is no_update
 
 
 def test_rf_panel_combines_the_neurons_of_selected_nodes(session, pair):
     clustering = session.clustering(pair)
-    node = clustering.n_neurons_ + len(clustering.linkage_) - 10  # a merge high in the tree
+    k = clustering.n_neurons_
+    node = 2 * k - 3  # the second-highest merge
     members = clustering.members(node)
-    union = receptive_field.rf_panel(session, pair, None, [node], "union")
-    intersection = receptive_field.rf_panel(session, pair, None, [node], "intersection")
-    assert f"union of {len(members)} neurons" in union["caption"]
-    assert f"intersection of {len(members)} neurons" in intersection["caption"]
-    u, i = session.combined_rf(pair, members, "union"), session.combined_rf(pair, members, "intersection")
-    assert bool((i[0] <= u[0]).all()) and f"{100 * u[1].float().mean():.0f}%" in union["adversarial_title"]
-    assert receptive_field.rf_neurons(session, pair, 5, [node]).tolist() == members.tolist()
+    assert 2 <= len(members) < k
+    record = {"pair": pair, "quantile": None, "nodes": [node]}
+    union = receptive_field.draw_rfs(session, pair, None, record, "union", None, None)
+    intersection = receptive_field.draw_rfs(session, pair, None, record, "intersection", None, None)
+    assert f"union of {len(members)} neurons" in union[8]
+    assert f"intersection of {len(members)} neurons" in intersection[8]
+    benign_rf, adversarial_rf = session.receptive_fields(pair)
+    u = adversarial_rf[members].any(0)
+    assert f"{100 * u.float().mean():.0f}%" in union[7]
+    assert f"{100 * adversarial_rf[members].all(0).float().mean():.0f}%" in intersection[7]
+    assert receptive_field.rf_neurons(session, pair, 5, [node]).tolist() == sorted(members.tolist())
+    # nodes of another pair's clustering are not applied to this pair
+    other = {"pair": (pair + 1) % session.num_pairs, "quantile": None, "nodes": [node]}
+    assert "neuron 1" in receptive_field.draw_rfs(session, pair, 1, other, "union", None, None)[8]
 
 
 def test_rf_panel_empty_states(session, pair):
-    assert "Pick a pair" in receptive_field.rf_panel(session, None)["empty"]
-    out = receptive_field.rf_panel(session, pair)
-    assert out["empty"] is None and "No neuron selected" in out["caption"]
+    empty = receptive_field.draw_rfs(session, None, None, None, "union", None, None)[0]
+    assert "Pick a pair" in texts(empty)
+    out = receptive_field.draw_rfs(session, pair, None, None, "union", None, None)
+    assert out[0] is None and "No neuron selected" in out[8]
 
 
 def test_vulnerability_map_overlays_follow_the_top_percent(session, pair):
     for percent in (5.0, 20.0):
         bmask, amask = session.vulnerability_masks(pair, percent)
         assert 0 < bmask.float().mean() <= percent / 100 + 0.02
-        out = receptive_field.maps_panel(session, pair, percent)
-        assert png(out["bmap_src"]).shape == (168, 168, 3) and f"top {percent:g}%" in out["caption"]
-    assert receptive_field.maps_panel(session, None)["bmap_src"] == ""
+        bmap_src, amap_src, caption = receptive_field.draw_maps(session, pair, percent)
+        assert png(bmap_src).shape == (168, 168, 3) and f"top {percent:g}%" in caption
+    assert receptive_field.draw_maps(session, None, 20)[0] == ""
 
 
 # ------------------------------------------------------------------------------------------------ cluster view
@@ -359,43 +630,50 @@ def test_dendrogram_geometry_matches_the_clustering(session, pair):
     assert geo.x[clustering.leaves_].tolist() == list(range(k))
     root = 2 * k - 2
     assert geo.parent[root] == -1 and geo.size[root] == k
-    for node in (root, k + 5, 3):
+    for node in (root, k + 1, 3):
         leaves = sorted(n for n in geo.subtree(node) if n < k)
-        assert leaves == clustering.members(node).tolist()
+        assert leaves == sorted(clustering.members(node).tolist())
     a, b = geo.children[root]
     assert min(geo.x[a], geo.x[b]) <= geo.x[root] <= max(geo.x[a], geo.x[b])
 
 
 def test_dendrogram_figure_marks_the_neuron_and_the_selected_subtrees(session, pair):
     clustering = session.clustering(pair)
-    neuron, node = 7, clustering.n_neurons_ + 40
-    figure = cluster_view.dendrogram_figure(session, pair, neuron, [node])
+    k = clustering.n_neurons_
+    neuron, node = 4, 2 * k - 3
+    figure, caption = cluster_view.draw(session, pair, neuron, {"pair": pair, "quantile": None, "nodes": [node]},
+                                        None)
     red = [t for t in figure.data if getattr(t.line, "color", None) == common.SELECTED_COLOR]
     assert red and red[0].x[0] == cluster_view.geometry(session, pair).x[neuron]
-    merges = [t for t in figure.data if t.mode == "markers" and len(t.customdata) == clustering.n_neurons_ - 1][0]
-    assert list(merges.customdata) == list(range(clustering.n_neurons_, 2 * clustering.n_neurons_ - 1))
-    assert merges.marker.color[node - clustering.n_neurons_] == common.GROUP_COLOR
+    merges = [t for t in figure.data if t.mode == "markers" and len(t.customdata) == k - 1][0]
+    assert list(merges.customdata) == list(range(k, 2 * k - 1))
+    assert merges.marker.color[node - k] == common.GROUP_COLOR
     assert f"{len(clustering.members(node))} neurons selected" in figure.layout.title.text
+    assert f"{len(clustering.members(node))} neurons selected" in caption
     assert len(figure.layout.shapes) == 1  # the shaded subtree
-    assert "Pick a pair" in cluster_view.dendrogram_figure(session, None).layout.annotations[0].text
+    assert "Pick a pair" in figure_message(cluster_view.draw(session, None, None, None, None)[0])
 
 
 def test_selected_nodes_belong_to_one_pair_and_threshold():
-    record = {"pair": 4, "quantile": 0.9, "nodes": [300, 280]}
-    assert cluster_view.active_nodes(record, 4, 0.9) == [300, 280]
+    record = {"pair": 4, "quantile": 0.9, "nodes": [8, 7]}
+    assert cluster_view.active_nodes(record, 4, 0.9) == [8, 7]
     assert cluster_view.active_nodes(record, 5, 0.9) == []  # another pair: another tree
     assert cluster_view.active_nodes(record, 4, 0.95) == []  # another RF threshold: another tree
     assert cluster_view.active_nodes(None, 4, 0.9) == []
 
 
-def test_clicking_nodes_toggles_them(session):
-    assert cluster_view.toggle_node([], 300) == [300]
-    assert cluster_view.toggle_node([300, 260], 300) == [260]
+def test_clicking_nodes_toggles_them(session, pair):
+    assert cluster_view.toggle_node([], 8) == [8]
+    assert cluster_view.toggle_node([8, 7], 8) == [7]
     assert cluster_view.toggle_node(None, 5) == [5]
-    total = 2 * session.num_neurons - 1
-    assert cluster_view.node_from_click({"points": [{"customdata": 300}]}, total) == 300
-    assert cluster_view.node_from_click({"points": [{"customdata": total}]}, total) is None
-    assert cluster_view.node_from_click({"points": [{"x": 1}]}, total) is None
+    k = session.num_neurons
+    first = cluster_view.pick(session, cluster_view.GRAPH, {"points": [{"customdata": k + 1}]}, None, pair, None)
+    assert first == {"pair": pair, "quantile": None, "nodes": [k + 1]}
+    assert cluster_view.pick(session, cluster_view.GRAPH, {"points": [{"customdata": k + 1}]}, first, pair,
+                             None)["nodes"] == []
+    assert cluster_view.pick(session, cluster_view.CLEAR, None, first, pair, None) is None
+    assert cluster_view.pick(session, cluster_view.CLEAR, None, None, pair, None) is no_update
+    assert cluster_view.node_from_click(session, {"points": [{"x": 1}]}) is None
 
 
 # ------------------------------------------------------------------------------------------------ context
@@ -403,32 +681,162 @@ def test_context_images_of_the_selected_pairs(session, pair, cell):
     pairs = session.pairs_in_cell(*cell).tolist()
     selection = {"pairs": pairs, "label": "cell", "cell": list(cell)}
     neuron = int(session.neuron_ranking(pair, "band_gap")[0][0])
+    benign_max = session.store.load("activations", "benign_max")[:, neuron]
     for by in ("activation", "confidence"):
-        title, rows = context_view.context_body(session, neuron, selection, "adversarial", by, 6)
+        style, title, rows = context_view.draw(session, {"side": "adversarial"}, by, 6, neuron, None, selection)
+        assert style == {"display": "flex"}
         assert f"neuron {neuron}" in title and f"the {len(pairs)} selected pairs" in title
         assert texts(rows[0]).startswith("adversarial images")  # the clicked side first
-        expected = session.context(neuron, pairs, 6, by)
         tiles = rows[1].children[1].children
-        assert [int(re.search(r"pair (\d+)", texts(t)).group(1)) for t in tiles] == expected.benign.tolist()
-    title, rows = context_view.context_body(session, neuron, None, "benign", "activation", 12)
+        shown = [int(re.search(r"pair (\d+)", texts(t)).group(1)) for t in tiles]
+        if by == "activation":  # independent: the six largest stored maxima among the selected pairs
+            expected = sorted(pairs, key=lambda p: -benign_max[p])[:6]
+            assert sorted(benign_max[shown].tolist()) == sorted(benign_max[expected].tolist())
+        else:
+            assert shown == session.context(neuron, pairs, 6, by).benign.tolist()
+    style, title, rows = context_view.draw(session, {"side": "benign"}, "activation", 12, neuron, None, None)
     assert f"all {session.num_pairs} pairs" in title and len(rows[0].children[1].children) == 12
-    title, rows = context_view.context_body(session, None, selection)
-    assert "need one neuron" in texts(rows)
+    assert "need one neuron" in texts(context_view.draw(session, {"side": "benign"}, "activation", 6, None, None,
+                                                        selection)[2])
+    assert context_view.draw(session, None, "activation", 6, neuron, None, None)[0] == {"display": "none"}
+    assert context_view.open_close(context_view.CLOSE) is None
+    assert context_view.open_close(receptive_field.BENIGN_IMG) == {"side": "benign"}
+
+
+# ------------------------------------------------------------------------------------------------ URL state
+def test_the_url_opens_a_pair_and_a_neuron(session, pair):
+    info = session.pair_info(pair)
+    neuron = session.num_neurons - 2
+    page = neurons_layout(session, f"?pair={pair}&neuron={neuron}&measure=iou_bmap&sort=benign_drop")
+    assert find(page, neurons_state.PAIR).data == pair and find(page, neurons_state.NEURON).data == neuron
+    selection = find(page, neurons_state.SELECTION).data
+    assert selection["cell"] == [info["label"], info["adv_pred"]] and pair in selection["pairs"]
+    assert find(page, neuron_view.MEASURE).value == "iou_bmap" and find(page, image_grid.SORT).value == "benign_drop"
+    ordered = session.sort_pairs(selection["pairs"], "benign_drop").tolist()
+    assert find(page, image_grid.PAGE).data == ordered.index(pair) // image_grid.PAGE_SIZE
+    assert find(page, PROBLEMS).children is None
+
+
+@pytest.mark.parametrize("query, problem", [
+    ("?neuron=-1", "neuron -1 does not exist"),
+    ("?neuron=abc", "neuron 'abc' is not an id"),
+    ("?pair=99999", "pair 99999 does not exist"),
+    ("?pair=1.5", "pair '1.5' is not an id"),
+    ("?measure=random", "measure 'random' is not one of"),
+    ("?sort=x", "sort order 'x' is not one of"),
+    ("?true=0", "true and adv name a Prediction Matrix cell together"),
+    ("?true=0&adv=77", "adversarial class 77 does not exist"),
+])
+def test_an_invalid_url_says_so_and_opens_without_it(session, query, problem):
+    page = neurons_layout(session, query)
+    shown = texts(find(page, PROBLEMS))
+    assert problem in shown, shown
+    assert find(page, neurons_state.NEURON).data is None and find(page, neurons_state.PAIR).data is None
+
+
+def test_a_url_pair_outside_the_urls_cell_opens_its_own_cell(session, pair):
+    info = session.pair_info(pair)
+    other = next((t, a) for t in range(session.num_classes) for a in range(session.num_classes)
+                 if t != a and (t, a) != (info["label"], info["adv_pred"]))
+    page = neurons_layout(session, f"?true={other[0]}&adv={other[1]}&pair={pair}")
+    assert find(page, neurons_state.SELECTION).data["cell"] == [info["label"], info["adv_pred"]]
+    assert "is not in the cell" in texts(find(page, PROBLEMS))
+
+
+def test_a_new_selection_is_written_into_the_url(session, pair, cell):
+    selection = neurons_state.cell_selection(session, *cell)
+    query, written = url_query(session, selection, pair, 3, "band_gap", "perturbation_asc")
+    assert query == written == f"?true={cell[0]}&adv={cell[1]}&pair={pair}&neuron=3"
+    lasso = {"pairs": [1, 2], "label": "lasso in the benign plot", "cell": None}
+    assert url_query(session, lasso, None, None, "substitution", "benign_drop")[0] == \
+        "?measure=substitution&sort=benign_drop"
+    assert url_query(session, None, None, None, "band_gap", "perturbation_asc")[0] == ""
+    assert url_query(session, None, pair, -1, "band_gap", "perturbation_asc") == (no_update, no_update)
+    # what is written reads back as the same selection
+    state = neurons_state.state_from_query(session, {"true": str(cell[0]), "adv": str(cell[1]), "pair": str(pair),
+                                                     "neuron": "3"})
+    assert (state.cell, state.pair, state.neuron, state.problems) == (cell, pair, 3, [])
+
+
+def test_the_router_draws_each_page_and_says_when_there_is_none(session):
+    paths = [page.PATH for page in PAGES]
+    assert paths == ["/neurons", "/model", "/pathways", "/profiles", "/datapaths"]
+    neurons_page = shell.route(session, PAGES, "/neurons", "", ["url.pathname"], None)
+    assert neuron_view.GRAPH in component_ids(neurons_page)
+    for path, words in (("/model", "Architecture View"), ("/pathways", "strength sweep"),
+                        ("/profiles", "profiles stage"), ("/datapaths", "advlens datapaths")):
+        page = shell.route(session, PAGES, path, "", ["url.pathname"], None)
+        assert "not built yet" in texts(page) and words in texts(page), path
+    missing = shell.route(session, PAGES, "/nowhere", "", ["url.pathname"], None)
+    assert "There is no page at '/nowhere'" in texts(missing)
+    with pytest.raises(PreventUpdate):  # the page's own selection written into the URL: no redraw
+        shell.route(session, PAGES, "/neurons", "?pair=1", ["url.search"], "?pair=1")
+    back = shell.route(session, PAGES, "/neurons", "?pair=1", ["url.search"], "?pair=2")  # back/forward
+    assert find(back, neurons_state.PAIR).data == 1
+
+
+def test_pages_link_to_each_other_with_the_selection(session, pair):
+    links = [{"type": shell.NAV_LINK, "page": page.PATH} for page in PAGES]
+    hrefs, classes = shell.nav_links(PAGES, "/neurons", f"?true=0&adv=2&pair={pair}&neuron=3&measure=iou_bmap",
+                                     links)
+    assert hrefs == [f"{p.PATH}?true=0&adv=2&pair={pair}&neuron=3" for p in PAGES]
+    assert classes[0] == "nav-link active" and classes[1:] == ["nav-link"] * 4
+    said, problems, query = carried_selection(session, f"?pair={pair}&neuron=-1")
+    assert any(f"pair {pair}" in s for s in said) and "neuron -1 does not exist" in problems[0]
+    assert query == f"?pair={pair}"
+    page = shell.route(session, PAGES, "/pathways", f"?pair={pair}&neuron=2", ["url.pathname"], None)
+    assert f"pair {pair}" in texts(page) and "neuron 2" in texts(page)
+    link = next(c for c in _walk(page) if type(c).__name__ == "Link")
+    assert link.href == f"/neurons?pair={pair}&neuron=2"
+
+
+def _walk(component):
+    stack = [component]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (list, tuple)):
+            stack.extend(node)
+            continue
+        yield node
+        children = getattr(node, "children", None)
+        if children is not None and not isinstance(children, str):
+            stack.append(children)
+
+
+def test_the_root_redirects_to_the_neurons_page_with_its_query(session):
+    client = create_app(session).server.test_client()
+    response = client.get("/?pair=3&neuron=1")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/neurons?pair=3&neuron=1")
+    assert client.get("/neurons?pair=3").status_code == 200
+    assert client.get("/model").status_code == 200
 
 
 # ------------------------------------------------------------------------------------------------ app factory
-def test_layout_holds_the_five_views_and_id_only_stores(session):
+def test_layout_holds_the_shell_and_the_page_holds_the_five_views_and_id_only_stores(session):
     app = create_app(session)
-    ids = component_ids(app.layout)
+    shell_ids = component_ids(app.layout)
+    assert {common.URL, common.URL_WRITTEN, common.PAGE_CONTENT, common.NAV} <= shell_ids
+    page = neurons_layout(session, "")
+    ids = component_ids(page)
     for view_id in ("scatter-benign", "scatter-adversarial", "prediction-matrix", "grid-body", "neuron-graph",
                     "rf-benign-img", "bmap-img", "dendrogram", "context-modal", "combine-op", "rf-quantile",
                     "top-percent", "grid-sort", "neuron-measure", "overview-color-by"):
         assert view_id in ids
-    stores = [c for c in app.layout.children if type(c).__name__ == "Store"]
-    assert {s.id for s in stores} == {common.SELECTION, common.PAIR, common.NEURON, common.NODES, common.CLASSES,
-                                      common.CONTEXT}
-    assert all(s.data is None for s in stores if s.id != common.CLASSES)
-    assert len(app.callback_map) >= 15
+    stores = [c for c in page.children if type(c).__name__ == "Store"]
+    assert {s.id for s in stores} == {neurons_state.SELECTION, neurons_state.PAIR, neurons_state.NEURON,
+                                      neurons_state.NODES, neurons_state.CLASSES, neurons_state.CONTEXT}
+    assert all(s.data is None for s in stores if s.id != neurons_state.CLASSES)
+    assert len(app.callback_map) >= 17
+    assert component_ids(app.validation_layout) >= ids | shell_ids
+
+
+def test_every_callback_goes_through_the_error_handler():
+    """Each callback of the Neurons page and the shell is a guarded plain function (or refuses by itself)."""
+    guarded = [overview.set_classes, overview.draw_scatter, overview.draw_matrix, overview.select, image_grid.turn_page,
+               image_grid.draw_grid, image_grid.highlight, image_grid.pick, neuron_view.draw, neuron_view.pick,
+               receptive_field.draw_rfs, receptive_field.draw_maps, cluster_view.draw, cluster_view.pick,
+               context_view.draw, url_query, shell.route]
+    assert all(hasattr(f, "on_error") for f in guarded)
 
 
 def test_apps_do_not_share_state(session):
@@ -440,13 +848,15 @@ def test_apps_do_not_share_state(session):
 
 
 def test_a_store_without_successful_attacks_gets_a_message():
+    fake = SimpleNamespace(num_pairs=0, num_classes=3)
+    assert "no successful attacks" in texts(neurons_layout(fake, ""))
     config = {"model": {"spec": "m", "analysed_layer": "l"}, "dataset": {"name": "d", "split": "test"},
               "attack": {"name": "pgd", "eps": 1e-6}}
-    fake = SimpleNamespace(num_pairs=0, num_classes=3, store=SimpleNamespace(config=config))
-    assert "no successful attacks" in texts(build_layout(fake))
+    shell_fake = SimpleNamespace(num_pairs=0, num_classes=3, store=SimpleNamespace(config=config))
+    assert "0 successful attacks" in texts(build_layout(shell_fake))
 
 
-# ------------------------------------------------------------------------------------------------ cache, CLI
+# ------------------------------------------------------------------------------------------------ cache
 def test_cache_computes_a_value_once_under_concurrent_requests():
     cache = BoundedCache(4)
     calls = []
@@ -470,61 +880,3 @@ def test_cache_computes_a_value_once_under_concurrent_requests():
     with pytest.raises(RuntimeError):
         cache.get_or_compute("bad", failing)
     assert cache.get_or_compute("bad", lambda: 1) == 1  # a failure is not cached and does not block
-
-
-def test_serve_parser_defaults_and_errors(tmp_path, capsys):
-    from advlens.cli import build_parser
-
-    args = build_parser().parse_args(["serve", "some/store"])
-    assert (args.host, args.port, args.store) == ("127.0.0.1", 8050, "some/store")
-    assert main(["serve", str(tmp_path / "missing")]) == 2
-    assert "no analysis store" in capsys.readouterr().err
-    assert main(["serve", str(tmp_path), "--port", "0"]) == 2
-
-
-def test_serve_reports_a_taken_port(session, capsys):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        assert main(["serve", str(session.store.root), "--port", str(port), "--device", "cpu"]) == 2
-    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_advlens_serve_binds_localhost_and_serves_the_app(session):
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "advlens.cli", "serve", str(session.store.root), "--port",
-                                str(port), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert process.poll() is None, process.stdout.read()
-                assert time.monotonic() < deadline, "advlens serve did not come up"
-                time.sleep(0.3)
-        assert "advlens" in page
-        image = urllib.request.urlopen(f"http://127.0.0.1:{port}/pair-image/0/benign.png", timeout=5)
-        assert image.headers["Content-Type"] == "image/png"
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/pair-image/{session.num_pairs}/benign.png", timeout=5)
-        assert missing.value.code == 404
-        try:  # where `ss` is available: only the loopback address listens
-            listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
-        except FileNotFoundError:
-            listening = ""
-        local = [line.split()[3] for line in listening.splitlines() if line.strip()]
-        assert all(address == f"127.0.0.1:{port}" for address in local), local
-    finally:
-        process.terminate()
-        output = process.communicate(timeout=20)[0]
-    assert f"http://127.0.0.1:{port}/" in output

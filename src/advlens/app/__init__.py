@@ -1,7 +1,8 @@
-"""The web app of the primary system (paper 001): ``create_app(session_or_store)``; ``advlens serve STORE``.
+"""The web app: ``create_app(session_or_store)``; ``advlens serve STORE``.
 
-One module per view, each with ``layout(session)``, ``register(app, session)`` and the plain
-functions behind its callbacks (figure and panel builders taking the session and ids).
+A shell (header, navigation, URL state) and one sub-package per page: :mod:`advlens.app.neurons`
+(paper 001's five views), :mod:`advlens.app.model`, :mod:`advlens.app.pathways`,
+:mod:`advlens.app.profiles`, :mod:`advlens.app.datapaths`.
 """
 
 from advlens.app.factory import build_layout, create_app

@@ -1,36 +1,34 @@
-"""What every view shares: the ids of the selection stores, the class palette, empty states.
+"""What every page shares: ids of the shell's components, the class palette, empty states, panels, and
+:func:`guarded`, the one error handler every callback goes through.
 
-Selection state lives in ``dcc.Store`` components and holds ids only:
-
-- ``selection``: the pairs picked in the Data Overview, ``{"pairs": [ids], "label": text, "cell": [true,
-  adversarial] or None}``, or ``None`` when nothing is selected;
-- ``pair``: the pair picked in the Image Grid (an id or ``None``);
-- ``neuron``: the neuron picked in the Neuron Vulnerability View (an id or ``None``);
-- ``nodes``: dendrogram node ids picked in the Neuron Cluster View, with the pair and RF threshold
-  whose clustering they refer to, ``{"pair": id, "quantile": level, "nodes": [ids]}``, or ``None``;
-- ``classes``: the classes the Data Overview shows, ``{"rows": [ids], "cols": [ids]}``.
+Selection state of the Neurons page lives in ``dcc.Store`` components and holds ids only (see
+:mod:`advlens.app.neurons`); every id coming back from the browser is checked again on the server
+(:mod:`advlens.app.validate`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 from dash import html
+from dash.exceptions import PreventUpdate
 from plotly.colors import qualitative
 
 from advlens.app.images import hex_rgb
+from advlens.errors import AdvlensError
 
-SELECTION = "selection-store"
-PAIR = "pair-store"
-NEURON = "neuron-store"
-NODES = "nodes-store"
-CLASSES = "classes-store"
-CONTEXT = "context-store"
+logger = logging.getLogger(__name__)
 
-RF_QUANTILE = "rf-quantile"
-TOP_PERCENT = "top-percent"
-COMBINE_OP = "combine-op"
+URL = "url"
+"""The shell's ``dcc.Location``: the page (pathname) and its selection (search)."""
+URL_WRITTEN = "url-written"
+"""The last query string a page wrote into the URL (so the router can tell it from a back/forward step)."""
+PAGE_CONTENT = "page-content"
+NAV = "nav"
 
 PALETTE: tuple[str, ...] = tuple(qualitative.D3) + tuple(qualitative.Dark24)
 """Class colours indexed by class id (D3/Tab10 first, as in the paper's figures), the same in every view."""
@@ -40,6 +38,8 @@ SELECTED_COLOR = "#d62728"
 
 GROUP_COLOR = "#1f4e9c"
 """Selected dendrogram subtrees."""
+
+ERROR_COLOR = "#a1001a"
 
 LOADING_DELAY_MS = 300
 """Computations shorter than this show no busy indicator."""
@@ -62,16 +62,34 @@ def rgba(color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def empty_figure(text: str, height: int | None = None) -> go.Figure:
-    """A blank figure carrying one centred message (an empty state, never an empty box)."""
+def empty_figure(text: str, height: int | None = None, error: bool = False) -> go.Figure:
+    """A blank figure carrying one centred message (an empty state or an error, never an empty box)."""
     figure = go.Figure()
     figure.update_layout(
         xaxis={"visible": False}, yaxis={"visible": False}, plot_bgcolor="white", paper_bgcolor="white",
         margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=height,
-        annotations=[{"text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5,
-                      "font": {"size": 13, "color": "#666"}}],
+        annotations=[{"text": _wrap(text) if error else text, "showarrow": False, "xref": "paper", "yref": "paper",
+                      "x": 0.5, "y": 0.5, "font": {"size": 13, "color": ERROR_COLOR if error else "#666"}}],
     )
     return figure
+
+
+def error_figure(text: str) -> go.Figure:
+    """A figure that says what went wrong instead of drawing stale data."""
+    return empty_figure(text, error=True)
+
+
+def _wrap(text: str, width: int = 90) -> str:
+    """Break a long message into lines for a figure annotation (Plotly does not wrap text)."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "<br>".join(lines)
 
 
 def message(text: str | Sequence, kind: str = "hint") -> html.Div:
@@ -88,3 +106,38 @@ def panel(title: str, body: list, controls: list | None = None, class_name: str 
 
 def fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+
+
+def error_text(exc: Exception) -> str:
+    """What a view says about an exception: an advlens error's own message (it names the problem and what
+    to do), anything else as an unexpected error whose traceback went to the server log."""
+    if isinstance(exc, AdvlensError):
+        return str(exc)
+    return (f"Unexpected error ({type(exc).__name__}: {exc}). The traceback is in the server's log; please report "
+            "it.")
+
+
+def guarded(on_error: Callable[[str], Any]) -> Callable[[Callable], Callable]:
+    """Decorate a callback so that a failure shows in its view instead of a traceback or a stale view.
+
+    ``on_error(text)`` returns the callback's outputs showing ``text`` (a message figure, a message block,
+    ``no_update`` for state stores…). :class:`AdvlensError` (a bad id from the browser, a damaged store,
+    a model that cannot be loaded) shows its message; any other exception is logged with its traceback
+    and shown as an unexpected error. :class:`PreventUpdate` passes through.
+    """
+    def decorate(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            except PreventUpdate:
+                raise
+            except AdvlensError as exc:
+                logger.info("%s: %s", func.__qualname__, exc)
+                return on_error(error_text(exc))
+            except Exception as exc:  # noqa: BLE001 - shown in the view and logged with its traceback
+                logger.exception("callback %s failed", func.__qualname__)
+                return on_error(error_text(exc))
+        wrapper.on_error = on_error
+        return wrapper
+    return decorate

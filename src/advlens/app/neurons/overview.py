@@ -13,8 +13,9 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from advlens.analysis import Session
-from advlens.app import common
-from advlens.app.common import CLASSES, GRAPH_CONFIG, SELECTION, class_color, empty_figure
+from advlens.app import common, validate
+from advlens.app.common import GRAPH_CONFIG, class_color, empty_figure, error_figure, guarded
+from advlens.app.neurons.state import CLASSES, SELECTION, cell_selection
 
 COLOR_BY = "overview-color-by"
 SCATTER_BENIGN = "scatter-benign"
@@ -29,6 +30,7 @@ SUMMARY = "overview-summary"
 SCATTER_CONFIG = {**GRAPH_CONFIG, "modeBarButtons": [["lasso2d", "select2d", "zoom2d", "pan2d", "resetScale2d"]]}
 
 SIDES = {"benign": ("benign_tsne", "benign_pred"), "adversarial": ("adv_tsne", "adv_pred")}
+COLOR_CHOICES = ("true", "predicted")
 
 
 # ---------------------------------------------------------------------------------------------- classes
@@ -188,11 +190,7 @@ def selection_from_cell(session: Session, click_data: dict | None, classes: dict
         return None
     if not (0 <= row < len(classes["rows"]) and 0 <= col < len(classes["cols"])):
         return None
-    true_label, adv_label = int(classes["rows"][row]), int(classes["cols"][col])
-    ids = session.pairs_in_cell(true_label, adv_label)
-    names = session.class_names
-    return {"pairs": [int(i) for i in ids], "label": f"{names[true_label]} → {names[adv_label]}",
-            "cell": [true_label, adv_label]}
+    return cell_selection(session, int(classes["rows"][row]), int(classes["cols"][col]))
 
 
 def summary(session: Session, selection: dict | None) -> str:
@@ -233,38 +231,70 @@ def layout(session: Session) -> html.Section:
     ], controls, "overview")
 
 
+# ---------------------------------------------------------------------------------------------- callbacks
+@guarded(lambda text: no_update)
+def set_classes(session: Session, rows, cols, current) -> dict:
+    """The class pickers' values as the shown classes (no update when they did not change)."""
+    if rows is None or cols is None:
+        raise PreventUpdate
+    classes = validate.class_view(session, {"rows": rows, "cols": cols})
+    classes = {"rows": sorted(classes["rows"]), "cols": sorted(classes["cols"])}
+    return no_update if classes == current else classes
+
+
+@guarded(lambda text: (error_figure(text), error_figure(text)))
+def draw_scatter(session: Session, color_by, classes, selection) -> tuple[go.Figure, go.Figure]:
+    color_by = validate.choice(color_by, COLOR_CHOICES, "colour")
+    classes = validate.class_view(session, classes)
+    selection = validate.selection(session, selection)
+    selected = None if selection is None else selection["pairs"]
+    return (scatter_figure(session, "benign", color_by, classes, selected),
+            scatter_figure(session, "adversarial", color_by, classes, selected))
+
+
+@guarded(lambda text: (error_figure(text), [], common.message(text, "error")))
+def draw_matrix(session: Session, classes, selection) -> tuple:
+    classes = validate.class_view(session, classes)
+    selection = validate.selection(session, selection)
+    cell = None if selection is None else selection.get("cell")
+    return matrix_figure(session, classes, cell), legend(session, classes), summary(session, selection)
+
+
+@guarded(lambda text: no_update)
+def select(session: Session, trigger, benign_selected, adversarial_selected, matrix_click, classes, color_by,
+           current):
+    """The selection after a lasso, a matrix click, "Clear selection" or a change of the shown classes."""
+    if trigger in (CLEAR, CLASSES):
+        return None
+    classes = validate.class_view(session, classes)
+    if trigger == MATRIX:
+        selection = selection_from_cell(session, matrix_click, classes)
+    elif trigger in (SCATTER_BENIGN, SCATTER_ADVERSARIAL):
+        data, side = ((benign_selected, "benign") if trigger == SCATTER_BENIGN
+                      else (adversarial_selected, "adversarial"))
+        selection = selection_from_points(session, data, side, validate.choice(color_by, COLOR_CHOICES, "colour"),
+                                          classes)
+    else:
+        raise PreventUpdate
+    return no_update if selection is None or selection == current else selection
+
+
 def register(app: Dash, session: Session) -> None:
-    @app.callback(Output(CLASSES, "data"), Input(ROWS, "value"), Input(COLS, "value"))
-    def set_classes(rows, cols):
-        if rows is None or cols is None:
-            raise PreventUpdate
-        return {"rows": sorted(int(r) for r in rows), "cols": sorted(int(c) for c in cols)}
+    app.callback(Output(CLASSES, "data"), Input(ROWS, "value"), Input(COLS, "value"), State(CLASSES, "data"),
+                 prevent_initial_call=True)(lambda rows, cols, current: set_classes(session, rows, cols, current))
 
-    @app.callback(Output(SCATTER_BENIGN, "figure"), Output(SCATTER_ADVERSARIAL, "figure"),
-                  Input(COLOR_BY, "value"), Input(CLASSES, "data"), Input(SELECTION, "data"))
-    def draw_scatter(color_by, classes, selection):
-        selected = None if selection is None else selection["pairs"]
-        return (scatter_figure(session, "benign", color_by, classes, selected),
-                scatter_figure(session, "adversarial", color_by, classes, selected))
+    app.callback(Output(SCATTER_BENIGN, "figure"), Output(SCATTER_ADVERSARIAL, "figure"),
+                 Input(COLOR_BY, "value"), Input(CLASSES, "data"), Input(SELECTION, "data"))(
+        lambda color_by, classes, selection: draw_scatter(session, color_by, classes, selection))
 
-    @app.callback(Output(MATRIX, "figure"), Output(LEGEND, "children"), Output(SUMMARY, "children"),
-                  Input(CLASSES, "data"), Input(SELECTION, "data"))
-    def draw_matrix(classes, selection):
-        cell = None if selection is None else selection.get("cell")
-        return matrix_figure(session, classes, cell), legend(session, classes), summary(session, selection)
+    app.callback(Output(MATRIX, "figure"), Output(LEGEND, "children"), Output(SUMMARY, "children"),
+                 Input(CLASSES, "data"), Input(SELECTION, "data"))(
+        lambda classes, selection: draw_matrix(session, classes, selection))
 
     @app.callback(Output(SELECTION, "data"),
                   Input(SCATTER_BENIGN, "selectedData"), Input(SCATTER_ADVERSARIAL, "selectedData"),
                   Input(MATRIX, "clickData"), Input(CLEAR, "n_clicks"), Input(CLASSES, "data"),
                   State(COLOR_BY, "value"), State(SELECTION, "data"), prevent_initial_call=True)
-    def select(benign_selected, adversarial_selected, matrix_click, _clear, classes, color_by, current):
-        trigger = ctx.triggered_id
-        if trigger in (CLEAR, CLASSES):
-            return None
-        if trigger == MATRIX:
-            selection = selection_from_cell(session, matrix_click, classes)
-        else:
-            data, side = ((benign_selected, "benign") if trigger == SCATTER_BENIGN
-                          else (adversarial_selected, "adversarial"))
-            selection = selection_from_points(session, data, side, color_by, classes)
-        return no_update if selection is None or selection == current else selection
+    def _select(benign_selected, adversarial_selected, matrix_click, _clear, classes, color_by, current):
+        return select(session, ctx.triggered_id, benign_selected, adversarial_selected, matrix_click, classes,
+                      color_by, current)

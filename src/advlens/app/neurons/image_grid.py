@@ -14,8 +14,9 @@ from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from advlens.analysis import SORT_ORDERS, Session
-from advlens.app import common
-from advlens.app.common import PAIR, SELECTION, class_color
+from advlens.app import common, validate
+from advlens.app.common import class_color, guarded
+from advlens.app.neurons.state import DEFAULT_SORT, PAIR, SELECTION
 from advlens.app.routes import pair_image_url
 
 PAGE_SIZE = 24
@@ -44,9 +45,10 @@ def page_count(total: int, page_size: int = PAGE_SIZE) -> int:
 
 def page_of(session: Session, pairs: Sequence[int], order: str, page: int,
             page_size: int = PAGE_SIZE) -> list[int]:
-    """The pair ids shown on one page of the sorted selection."""
+    """The pair ids shown on one page of the sorted selection (a page that does not exist is an error)."""
+    order = validate.choice(order, SORT_ORDERS, "sort order")
+    page = validate.page_number(page, page_count(len(pairs), page_size))
     ordered = session.sort_pairs(pairs, order)
-    page = min(max(0, int(page)), page_count(len(ordered), page_size) - 1)
     return [int(p) for p in ordered[page * page_size:(page + 1) * page_size]]
 
 
@@ -85,62 +87,87 @@ def grid_children(session: Session, selection: dict | None, order: str, page: in
         return [common.message(f"No pairs in this selection ({selection['label']}).")], ""
     ids = page_of(session, pairs, order, page)
     pages = page_count(len(pairs))
-    page = min(max(0, int(page)), pages - 1)
     first = page * PAGE_SIZE + 1
     text = f"{first}–{first + len(ids) - 1} of {len(pairs)} · page {page + 1}/{pages}"
     return [pair_card(session, p, p == selected_pair) for p in ids], text
 
 
-def layout(session: Session) -> html.Section:
+def layout(session: Session, sort: str = DEFAULT_SORT, page: int = 0) -> html.Section:
     controls = [
         html.Span("sort by", className="label"),
         dcc.Dropdown(id=SORT, options=[{"label": v, "value": k} for k, v in SORT_LABELS.items()],
-                     value="perturbation_asc", clearable=False, searchable=False, className="sort-dropdown"),
+                     value=sort, clearable=False, searchable=False, className="sort-dropdown"),
         html.Button("‹", id=PREV, n_clicks=0, className="button pager-button", title="previous page"),
         html.Span(id=PAGER, className="pager"),
         html.Button("›", id=NEXT, n_clicks=0, className="button pager-button", title="next page"),
     ]
     return common.panel("Image Grid", [
-        dcc.Store(id=PAGE, data=0),
+        dcc.Store(id=PAGE, data=page),
         html.Div(id=CAPTION, className="summary"),
         dcc.Loading(html.Div(id=BODY, className="grid-body"), delay_show=common.LOADING_DELAY_MS,
                     parent_className="grid-scroll"),
     ], controls, "image-grid")
 
 
+# ---------------------------------------------------------------------------------------------- callbacks
+@guarded(lambda text: no_update)
+def turn_page(session: Session, trigger, selection, page) -> int:
+    """The page after ‹ or ›; back to the first page when the selection or the order changes."""
+    if trigger in (SELECTION, SORT):
+        return 0
+    selection = validate.selection(session, selection)
+    last = page_count(0 if selection is None else len(selection["pairs"])) - 1
+    page = validate.page_number(page, last + 1)
+    new = min(max(0, page + (-1 if trigger == PREV else 1)), last)
+    return no_update if new == page else new
+
+
+@guarded(lambda text: ([common.message(text, "error")], "", "", True, True))
+def draw_grid(session: Session, selection, order, page, pair) -> tuple:
+    """The cards of a page, the pager text, the caption and the pager buttons' states."""
+    selection = validate.selection(session, selection)
+    order = validate.choice(order, SORT_ORDERS, "sort order")
+    pair = validate.pair_id(session, pair)
+    page = validate.page_number(page)
+    cards, text = grid_children(session, selection, order, page, pair)
+    total = 0 if selection is None else len(selection["pairs"])
+    caption = "" if selection is None else f"{selection['label']} · sorted by {SORT_LABELS[order]}"
+    return cards, text, caption, page <= 0, page >= page_count(total) - 1
+
+
+@guarded(lambda text: no_update)
+def highlight(session: Session, pair, card_ids: list) -> list[str]:
+    """The cards' classes: the selected pair's card marked."""
+    pair = validate.pair_id(session, pair)
+    return ["pair-card selected" if card["pair"] == pair else "pair-card" for card in card_ids]
+
+
+@guarded(lambda text: no_update)
+def pick(session: Session, trigger, clicked: bool, current) -> int:
+    """The pair of a clicked card."""
+    if not isinstance(trigger, dict) or not clicked:
+        raise PreventUpdate  # cards appearing, not a click
+    pair = validate.pair_id(session, trigger.get("pair"))
+    return no_update if pair == current else pair
+
+
 def register(app: Dash, session: Session) -> None:
     @app.callback(Output(PAGE, "data"), Input(PREV, "n_clicks"), Input(NEXT, "n_clicks"),
                   Input(SELECTION, "data"), Input(SORT, "value"), State(PAGE, "data"), prevent_initial_call=True)
-    def turn_page(_prev, _next, selection, _order, page):
-        if ctx.triggered_id in (SELECTION, SORT):
-            return 0
-        total = 0 if selection is None else len(selection["pairs"])
-        last = page_count(total) - 1
-        step = -1 if ctx.triggered_id == PREV else 1
-        new = min(max(0, (page or 0) + step), last)
-        return no_update if new == page else new
+    def _turn_page(_prev, _next, selection, _order, page):
+        return turn_page(session, ctx.triggered_id, selection, page)
 
-    @app.callback(Output(BODY, "children"), Output(PAGER, "children"), Output(CAPTION, "children"),
-                  Output(PREV, "disabled"), Output(NEXT, "disabled"),
-                  Input(SELECTION, "data"), Input(SORT, "value"), Input(PAGE, "data"), State(PAIR, "data"))
-    def draw_grid(selection, order, page, pair):
-        cards, text = grid_children(session, selection, order, page or 0, pair)
-        total = 0 if selection is None else len(selection["pairs"])
-        page = page or 0
-        caption = "" if selection is None else f"{selection['label']} · sorted by {SORT_LABELS[order]}"
-        return cards, text, caption, page <= 0, page >= page_count(total) - 1
+    app.callback(Output(BODY, "children"), Output(PAGER, "children"), Output(CAPTION, "children"),
+                 Output(PREV, "disabled"), Output(NEXT, "disabled"),
+                 Input(SELECTION, "data"), Input(SORT, "value"), Input(PAGE, "data"), State(PAIR, "data"))(
+        lambda selection, order, page, pair: draw_grid(session, selection, order, page, pair))
 
     @app.callback(Output({"type": CARD, "pair": ALL}, "className"), Input(PAIR, "data"))
-    def highlight(pair):
-        return ["pair-card selected" if o["id"]["pair"] == pair else "pair-card" for o in ctx.outputs_list]
+    def _highlight(pair):
+        return highlight(session, pair, [o["id"] for o in ctx.outputs_list])
 
     @app.callback(Output(PAIR, "data"), Input({"type": CARD, "pair": ALL}, "n_clicks"), State(PAIR, "data"),
                   prevent_initial_call=True)
-    def pick(clicks, current):
-        trigger = ctx.triggered_id
-        if not isinstance(trigger, dict) or not ctx.triggered or not ctx.triggered[0]["value"]:
-            raise PreventUpdate  # cards appearing, not a click
-        pair = int(trigger["pair"])
-        if not 0 <= pair < session.num_pairs:
-            raise PreventUpdate
-        return no_update if pair == current else pair
+    def _pick(_clicks, current):
+        clicked = bool(ctx.triggered and ctx.triggered[0]["value"])
+        return pick(session, ctx.triggered_id, clicked, current)

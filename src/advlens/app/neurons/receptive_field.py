@@ -15,10 +15,11 @@ import numpy as np
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from advlens.analysis import Session
-from advlens.app import common
-from advlens.app.cluster_view import active_nodes, selected_neurons
-from advlens.app.common import COMBINE_OP, NEURON, NODES, PAIR, RF_QUANTILE, TOP_PERCENT, class_color
+from advlens.app import common, validate
+from advlens.app.common import class_color, guarded
 from advlens.app.images import DETAIL_SIZE, data_uri, image_png, map_overlay, rf_overlay
+from advlens.app.neurons.cluster_view import active_nodes, selected_neurons
+from advlens.app.neurons.state import COMBINE_OP, NEURON, NODES, PAIR, RF_QUANTILE, TOP_PERCENT
 from advlens.errors import AdvlensError
 
 BENIGN_IMG = "rf-benign-img"
@@ -38,6 +39,7 @@ MAPS_PAIR = "maps-pair-store"
 the quick views, not in competition with them."""
 
 MAX_BARS = 10
+OPS = ("union", "intersection")
 
 
 def probability_bars(session: Session, probabilities: np.ndarray, highlight: int) -> list:
@@ -68,7 +70,15 @@ def rf_neurons(session: Session, pair: int, neuron: int | None, nodes: Sequence[
 
 def rf_panel(session: Session, pair: int | None, neuron: int | None = None, nodes: Sequence[int] | None = None,
              op: str = "union", quantile: float | None = None) -> dict:
-    """Everything the RF half of the view shows, as plain values (image data URIs, bars, texts)."""
+    """Everything the RF half of the view shows, as plain values (image data URIs, bars, texts).
+
+    Every argument is checked (:mod:`advlens.app.validate`); a bad one raises ``InvalidSelection``.
+    """
+    pair = validate.pair_id(session, pair)
+    neuron = validate.neuron_id(session, neuron)
+    nodes = validate.node_ids(session, nodes)
+    op = validate.choice(op, OPS, "combination")
+    quantile = validate.rf_quantile(session, quantile)
     if pair is None:
         return {"empty": "Pick a pair in the Image Grid, then a neuron in the Neuron Vulnerability View."}
     info = session.pair_info(pair)
@@ -104,6 +114,8 @@ def rf_panel(session: Session, pair: int | None, neuron: int | None = None, node
 
 def maps_panel(session: Session, pair: int | None, top_percent: float = 20.0) -> dict:
     """The bMap and aMap overlays (top ``top_percent`` %) as data URIs, and a caption."""
+    pair = validate.pair_id(session, pair)
+    top_percent = validate.number(top_percent, "top p%", 1, 100)
     if pair is None:
         return {"bmap_src": "", "amap_src": "", "caption": ""}
     benign, adversarial = (a[0] for a in session.pair_images([pair]))
@@ -160,25 +172,36 @@ def layout(session: Session) -> html.Section:
     ], combine, "rf-view")
 
 
-def register(app: Dash, session: Session) -> None:
-    @app.callback(Output(EMPTY, "children"), Output(CONTENT, "style"),
-                  Output(BENIGN_IMG, "src"), Output(ADVERSARIAL_IMG, "src"),
-                  Output(BENIGN_PROBS, "children"), Output(ADVERSARIAL_PROBS, "children"),
-                  Output(BENIGN_TITLE, "children"), Output(ADVERSARIAL_TITLE, "children"),
-                  Output(RF_CAPTION, "children"),
-                  Output(MAPS_PAIR, "data"),
-                  Input(PAIR, "data"), Input(NEURON, "data"), Input(NODES, "data"), Input(COMBINE_OP, "value"),
-                  Input(RF_QUANTILE, "value"), State(MAPS_PAIR, "data"))
-    def draw_rfs(pair, neuron, record, op, quantile, maps_pair):
-        out = rf_panel(session, pair, neuron, active_nodes(record, pair, quantile), op, quantile)
-        maps = no_update if pair == maps_pair else pair
-        if out["empty"]:
-            return common.message(out["empty"]), {"display": "none"}, "", "", [], [], "", "", "", maps
-        return (None, None, out["benign_src"], out["adversarial_src"], out["benign_probs"], out["adversarial_probs"],
-                out["benign_title"], out["adversarial_title"], out["caption"], maps)
+# ---------------------------------------------------------------------------------------------- callbacks
+@guarded(lambda text: (common.message(text, "error"), {"display": "none"}, "", "", [], [], "", "", "", no_update))
+def draw_rfs(session: Session, pair, neuron, record, op, quantile, maps_pair) -> tuple:
+    """The RF cells, their titles and caption; then the pair whose maps to draw (once per pair)."""
+    record = validate.nodes_record(session, record)
+    out = rf_panel(session, pair, neuron, active_nodes(record, pair, quantile), op, quantile)
+    maps = no_update if pair == maps_pair else pair
+    if out["empty"]:
+        return common.message(out["empty"]), {"display": "none"}, "", "", [], [], "", "", "", maps
+    return (None, None, out["benign_src"], out["adversarial_src"], out["benign_probs"], out["adversarial_probs"],
+            out["benign_title"], out["adversarial_title"], out["caption"], maps)
 
-    @app.callback(Output(BMAP_IMG, "src"), Output(AMAP_IMG, "src"), Output(MAP_CAPTION, "children"),
-                  Input(MAPS_PAIR, "data"), Input(TOP_PERCENT, "value"))
-    def draw_maps(pair, top_percent):
-        out = maps_panel(session, pair, float(top_percent or 20.0))
-        return out["bmap_src"], out["amap_src"], out["caption"]
+
+@guarded(lambda text: ("", "", common.message(text, "error")))
+def draw_maps(session: Session, pair, top_percent) -> tuple:
+    out = maps_panel(session, pair, 20.0 if top_percent is None else top_percent)
+    return out["bmap_src"], out["amap_src"], out["caption"]
+
+
+def register(app: Dash, session: Session) -> None:
+    app.callback(Output(EMPTY, "children"), Output(CONTENT, "style"),
+                 Output(BENIGN_IMG, "src"), Output(ADVERSARIAL_IMG, "src"),
+                 Output(BENIGN_PROBS, "children"), Output(ADVERSARIAL_PROBS, "children"),
+                 Output(BENIGN_TITLE, "children"), Output(ADVERSARIAL_TITLE, "children"),
+                 Output(RF_CAPTION, "children"),
+                 Output(MAPS_PAIR, "data"),
+                 Input(PAIR, "data"), Input(NEURON, "data"), Input(NODES, "data"), Input(COMBINE_OP, "value"),
+                 Input(RF_QUANTILE, "value"), State(MAPS_PAIR, "data"))(
+        lambda pair, neuron, record, op, quantile, maps_pair: draw_rfs(session, pair, neuron, record, op, quantile,
+                                                                       maps_pair))
+    app.callback(Output(BMAP_IMG, "src"), Output(AMAP_IMG, "src"), Output(MAP_CAPTION, "children"),
+                 Input(MAPS_PAIR, "data"), Input(TOP_PERCENT, "value"))(
+        lambda pair, top_percent: draw_maps(session, pair, top_percent))

@@ -16,18 +16,9 @@ from dash.exceptions import PreventUpdate
 from plotly.subplots import make_subplots
 
 from advlens.analysis import NEURON_MEASURES, Session
-from advlens.app import common
-from advlens.app.common import (
-    GRAPH_CONFIG,
-    NEURON,
-    PAIR,
-    RF_QUANTILE,
-    SELECTED_COLOR,
-    TOP_PERCENT,
-    class_color,
-    empty_figure,
-    rgba,
-)
+from advlens.app import common, validate
+from advlens.app.common import GRAPH_CONFIG, SELECTED_COLOR, class_color, empty_figure, error_figure, guarded, rgba
+from advlens.app.neurons.state import DEFAULT_MEASURE, NEURON, PAIR, RF_QUANTILE, TOP_PERCENT
 from advlens.errors import AdvlensError
 
 MEASURE = "neuron-measure"
@@ -49,14 +40,22 @@ ZOOM_WINDOW = 25
 
 def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap", neuron: int | None = None,
                   quantile: float | None = None, top_percent: float = 20.0) -> go.Figure:
-    """Curves, bands and the measure's scores of a pair, neurons ordered by the measure."""
+    """Curves, bands and the measure's scores of a pair, neurons ordered by the measure.
+
+    Every argument is checked (:mod:`advlens.app.validate`); a bad one raises ``InvalidSelection``.
+    """
+    pair = validate.pair_id(session, pair)
+    measure = validate.choice(measure, NEURON_MEASURES, "measure")
+    neuron = validate.neuron_id(session, neuron)
+    quantile = validate.rf_quantile(session, quantile)
+    top_percent = validate.number(top_percent, "top p%", 1, 100)
     if pair is None:
         return empty_figure("Pick a pair in the Image Grid to see its neurons.")
     info = session.pair_info(pair)
     try:
         order, scores = session.neuron_ranking(pair, measure, top_percent=top_percent, quantile=quantile)
-    except AdvlensError as exc:  # e.g. the model of the store cannot be loaded
-        return empty_figure(f"{MEASURE_LABELS[measure]} unavailable: {exc}")
+    except AdvlensError as exc:  # e.g. the store's model cannot be loaded: the other measures still work
+        return error_figure(f"{MEASURE_LABELS[measure]} unavailable: {exc}")
     curves = session.curves(pair)
     bands = session.bands()
     benign, adversarial = curves.benign.numpy()[order], curves.adversarial.numpy()[order]
@@ -92,7 +91,7 @@ def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap",
     figure.add_trace(go.Bar(x=x, y=score, marker={"color": bar_colors, "line": {"width": 0}}, customdata=ids,
                             name=SCORE_LABELS[measure], showlegend=False,
                             hovertemplate=f"{SCORE_LABELS[measure]} %{{y:.4f}}<extra></extra>"), 2, 1)
-    if neuron is not None and 0 <= int(neuron) < count:
+    if neuron is not None:
         for row in (1, 2):
             figure.add_vline(x=f"#{int(neuron)}", line={"color": SELECTED_COLOR, "width": 2}, row=row, col=1)
     buttons = [
@@ -126,24 +125,22 @@ def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap",
 
 
 def neuron_from_click(session: Session, click_data: dict | None) -> int | None:
-    """The neuron id of a click on the view (``None``: not a neuron)."""
-    if not click_data or not click_data.get("points"):
+    """The neuron id of a click on the view (``None``: not a neuron; an invalid id raises ``InvalidSelection``)."""
+    if not isinstance(click_data, dict) or not isinstance(click_data.get("points"), list):
         return None
     for point in click_data["points"]:
-        data = point.get("customdata")
-        value = data[0] if isinstance(data, list) else data
+        data = point.get("customdata") if isinstance(point, dict) else None
+        value = data[0] if isinstance(data, list) and data else data
         if value is not None:
-            neuron = int(value)
-            if 0 <= neuron < session.num_neurons:
-                return neuron
+            return validate.neuron_id(session, value)
     return None
 
 
-def layout(session: Session) -> html.Section:
+def layout(session: Session, measure: str = DEFAULT_MEASURE) -> html.Section:
     controls = [
         html.Span("sort by", className="label"),
         dcc.Dropdown(id=MEASURE, options=[{"label": v, "value": k} for k, v in MEASURE_LABELS.items()],
-                     value="band_gap", clearable=False, searchable=False, className="measure-dropdown"),
+                     value=measure, clearable=False, searchable=False, className="measure-dropdown"),
     ]
     return common.panel("Neuron Vulnerability View", [
         dcc.Loading(dcc.Graph(id=GRAPH, config=GRAPH_CONFIG, className="neuron-graph"),
@@ -151,16 +148,25 @@ def layout(session: Session) -> html.Section:
     ], controls, "neuron-view")
 
 
-def register(app: Dash, session: Session) -> None:
-    @app.callback(Output(GRAPH, "figure"), Input(PAIR, "data"), Input(MEASURE, "value"), Input(NEURON, "data"),
-                  Input(RF_QUANTILE, "value"), Input(TOP_PERCENT, "value"))
-    def draw(pair, measure, neuron, quantile, top_percent):
-        return neuron_figure(session, pair, measure, neuron, quantile, float(top_percent or 20.0))
+# ---------------------------------------------------------------------------------------------- callbacks
+@guarded(error_figure)
+def draw(session: Session, pair, measure, neuron, quantile, top_percent) -> go.Figure:
+    return neuron_figure(session, pair, measure, neuron, quantile, 20.0 if top_percent is None else top_percent)
 
-    @app.callback(Output(NEURON, "data"), Input(GRAPH, "clickData"), State(NEURON, "data"),
-                  prevent_initial_call=True)
-    def pick(click_data, current):
-        neuron = neuron_from_click(session, click_data)
-        if neuron is None:
-            raise PreventUpdate
-        return no_update if neuron == current else neuron
+
+@guarded(lambda text: no_update)
+def pick(session: Session, click_data, current) -> int:
+    """The neuron of a click on the view."""
+    neuron = neuron_from_click(session, click_data)
+    if neuron is None:
+        raise PreventUpdate
+    return no_update if neuron == current else neuron
+
+
+def register(app: Dash, session: Session) -> None:
+    app.callback(Output(GRAPH, "figure"), Input(PAIR, "data"), Input(MEASURE, "value"), Input(NEURON, "data"),
+                 Input(RF_QUANTILE, "value"), Input(TOP_PERCENT, "value"))(
+        lambda pair, measure, neuron, quantile, top_percent: draw(session, pair, measure, neuron, quantile,
+                                                                  top_percent))
+    app.callback(Output(NEURON, "data"), Input(GRAPH, "clickData"), State(NEURON, "data"),
+                 prevent_initial_call=True)(lambda click_data, current: pick(session, click_data, current))

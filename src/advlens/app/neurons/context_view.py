@@ -12,10 +12,11 @@ import numpy as np
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from advlens.analysis import Session
-from advlens.app import common
-from advlens.app.common import CONTEXT, NEURON, RF_QUANTILE, SELECTION, class_color
+from advlens.app import common, validate
+from advlens.app.common import class_color, guarded
 from advlens.app.images import data_uri, rf_overlay
-from advlens.app.receptive_field import ADVERSARIAL_IMG, BENIGN_IMG
+from advlens.app.neurons.receptive_field import ADVERSARIAL_IMG, BENIGN_IMG
+from advlens.app.neurons.state import CONTEXT, NEURON, RF_QUANTILE, SELECTION
 
 MODAL = "context-modal"
 CLOSE = "context-close"
@@ -28,6 +29,8 @@ BY_LABELS = {"activation": "maximal activation of the neuron", "confidence": "pr
 
 
 SCORE_NAMES = {"activation": "max activation", "confidence": "confidence"}
+COUNTS = (6, 12)
+SIDES = ("benign", "adversarial")
 
 
 def context_tiles(session: Session, ids: np.ndarray, scores: np.ndarray, rfs, side: str,
@@ -54,7 +57,16 @@ def context_tiles(session: Session, ids: np.ndarray, scores: np.ndarray, rfs, si
 
 def context_body(session: Session, neuron: int | None, selection: dict | None, side: str = "benign",
                  by: str = "activation", m: int = 6, quantile: float | None = None) -> tuple[str, list]:
-    """The modal's title and rows (the clicked side's row first)."""
+    """The modal's title and rows (the clicked side's row first).
+
+    Every argument is checked (:mod:`advlens.app.validate`); a bad one raises ``InvalidSelection``.
+    """
+    neuron = validate.neuron_id(session, neuron)
+    selection = validate.selection(session, selection)
+    side = validate.choice(side, SIDES, "side")
+    by = validate.choice(by, tuple(BY_LABELS), "ranking")
+    m = validate.choice(m, COUNTS, "number of images")
+    quantile = validate.rf_quantile(session, quantile)
     if neuron is None:
         return "Context images", [common.message(
             "Context images need one neuron: click a neuron in the Neuron Vulnerability View.")]
@@ -96,19 +108,29 @@ def layout(session: Session) -> html.Div:
     return html.Div(dialog, id=MODAL, className="modal", style={"display": "none"})
 
 
-def register(app: Dash, session: Session) -> None:
-    @app.callback(Output(CONTEXT, "data"), Input(BENIGN_IMG, "n_clicks"), Input(ADVERSARIAL_IMG, "n_clicks"),
-                  Input(CLOSE, "n_clicks"), prevent_initial_call=True)
-    def open_close(_benign, _adversarial, _close):
-        if ctx.triggered_id == CLOSE:
-            return None
-        return {"side": "benign" if ctx.triggered_id == BENIGN_IMG else "adversarial"}
+# ---------------------------------------------------------------------------------------------- callbacks
+def open_close(trigger) -> dict | None:
+    """Which RF was clicked (the modal opens on that side), or ``None`` when closed."""
+    if trigger == CLOSE:
+        return None
+    return {"side": "benign" if trigger == BENIGN_IMG else "adversarial"}
 
-    @app.callback(Output(MODAL, "style"), Output(TITLE, "children"), Output(BODY, "children"),
-                  Input(CONTEXT, "data"), Input(BY, "value"), Input(COUNT, "value"), Input(NEURON, "data"),
-                  Input(RF_QUANTILE, "value"), State(SELECTION, "data"))
-    def draw(context, by, m, neuron, quantile, selection):
-        if not context:
-            return {"display": "none"}, no_update, no_update
-        title, body = context_body(session, neuron, selection, context["side"], by, int(m), quantile)
-        return {"display": "flex"}, title, body
+
+@guarded(lambda text: ({"display": "flex"}, "Context images", [common.message(text, "error")]))
+def draw(session: Session, context, by, m, neuron, quantile, selection) -> tuple:
+    if not context:
+        return {"display": "none"}, no_update, no_update
+    if not isinstance(context, dict):
+        raise validate.InvalidSelection(f"context {str(context)[:60]!r} is not {{'side': ...}}")
+    title, body = context_body(session, neuron, selection, context.get("side"), by, m, quantile)
+    return {"display": "flex"}, title, body
+
+
+def register(app: Dash, session: Session) -> None:
+    app.callback(Output(CONTEXT, "data"), Input(BENIGN_IMG, "n_clicks"), Input(ADVERSARIAL_IMG, "n_clicks"),
+                 Input(CLOSE, "n_clicks"), prevent_initial_call=True)(lambda *_: open_close(ctx.triggered_id))
+    app.callback(Output(MODAL, "style"), Output(TITLE, "children"), Output(BODY, "children"),
+                 Input(CONTEXT, "data"), Input(BY, "value"), Input(COUNT, "value"), Input(NEURON, "data"),
+                 Input(RF_QUANTILE, "value"), State(SELECTION, "data"))(
+        lambda context, by, m, neuron, quantile, selection: draw(session, context, by, m, neuron, quantile,
+                                                                 selection))

@@ -16,8 +16,9 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from advlens.analysis import Session
-from advlens.app import common
-from advlens.app.common import GRAPH_CONFIG, GROUP_COLOR, NEURON, NODES, PAIR, RF_QUANTILE, SELECTED_COLOR, empty_figure
+from advlens.app import common, validate
+from advlens.app.common import GRAPH_CONFIG, GROUP_COLOR, SELECTED_COLOR, empty_figure, error_figure, guarded
+from advlens.app.neurons.state import NEURON, NODES, PAIR, RF_QUANTILE
 
 GRAPH = "dendrogram"
 CLEAR = "dendrogram-clear"
@@ -110,10 +111,17 @@ def selected_neurons(session: Session, pair: int, nodes: Sequence[int], quantile
 
 def dendrogram_figure(session: Session, pair: int | None, neuron: int | None = None,
                       nodes: Sequence[int] | None = None, quantile: float | None = None) -> go.Figure:
+    """The dendrogram of a pair's neurons, the selected neuron in red and the selected subtrees in blue.
+
+    Every argument is checked (:mod:`advlens.app.validate`); a bad one raises ``InvalidSelection``.
+    """
+    pair = validate.pair_id(session, pair)
+    neuron = validate.neuron_id(session, neuron)
+    nodes = validate.node_ids(session, nodes)
+    quantile = validate.rf_quantile(session, quantile)
     if pair is None:
         return empty_figure("Pick a pair in the Image Grid to cluster its neurons.")
     geo = geometry(session, pair, quantile)
-    nodes = [int(n) for n in nodes or [] if 0 <= int(n) < geo.num_nodes]
     merges = range(geo.n_neurons, geo.num_nodes)
     figure = go.Figure()
     xs, ys = geo.segments(merges)
@@ -151,7 +159,7 @@ def dendrogram_figure(session: Session, pair: int | None, neuron: int | None = N
         hovertext=[f"neuron {n}" for n in leaf], hovertemplate="%{hovertext}<extra></extra>",
     ))
     top = float(geo.y.max()) if geo.num_nodes > 1 else 1.0
-    if neuron is not None and 0 <= int(neuron) < geo.n_neurons:
+    if neuron is not None:
         sx, sy = geo.stem(int(neuron))
         figure.add_trace(go.Scatter(x=sx, y=sy, mode="lines", line={"color": SELECTED_COLOR, "width": 3},
                                     hoverinfo="skip", showlegend=False))
@@ -184,14 +192,15 @@ def caption(session: Session, pair: int | None, nodes: Sequence[int] | None, qua
     return f"{len(members)} neurons selected: {shown}"
 
 
-def node_from_click(click_data: dict | None, num_nodes: int) -> int | None:
-    if not click_data or not click_data.get("points"):
+def node_from_click(session: Session, click_data: dict | None) -> int | None:
+    """The node id of a click on the dendrogram (``None``: not a node; an invalid id raises ``InvalidSelection``)."""
+    if not isinstance(click_data, dict) or not isinstance(click_data.get("points"), list) or not click_data["points"]:
         return None
-    value = click_data["points"][0].get("customdata")
+    point = click_data["points"][0]
+    value = point.get("customdata") if isinstance(point, dict) else None
     if value is None:
         return None
-    node = int(value[0] if isinstance(value, list) else value)
-    return node if 0 <= node < num_nodes else None
+    return validate.node_ids(session, [value[0] if isinstance(value, list) and value else value])[0]
 
 
 def layout(session: Session) -> html.Section:
@@ -203,19 +212,34 @@ def layout(session: Session) -> html.Section:
     ], controls, "cluster-view")
 
 
+# ---------------------------------------------------------------------------------------------- callbacks
+@guarded(lambda text: (error_figure(text), ""))
+def draw(session: Session, pair, neuron, record, quantile) -> tuple:
+    record = validate.nodes_record(session, record)
+    nodes = active_nodes(record, pair, quantile)
+    return dendrogram_figure(session, pair, neuron, nodes, quantile), caption(session, pair, nodes, quantile)
+
+
+@guarded(lambda text: no_update)
+def pick(session: Session, trigger, click_data, record, pair, quantile) -> dict | None:
+    """The selected nodes after a click on a node (toggles it), "Clear nodes" or a neuron picked elsewhere."""
+    if trigger != GRAPH:  # cleared, or a neuron picked in the Neuron Vulnerability View
+        return None if record else no_update
+    record = validate.nodes_record(session, record)
+    pair = validate.pair_id(session, pair)
+    quantile = validate.rf_quantile(session, quantile)
+    node = node_from_click(session, click_data)
+    if pair is None or node is None:
+        raise PreventUpdate
+    return {"pair": pair, "quantile": quantile, "nodes": toggle_node(active_nodes(record, pair, quantile), node)}
+
+
 def register(app: Dash, session: Session) -> None:
-    @app.callback(Output(GRAPH, "figure"), Output(CAPTION, "children"), Input(PAIR, "data"), Input(NEURON, "data"),
-                  Input(NODES, "data"), Input(RF_QUANTILE, "value"))
-    def draw(pair, neuron, record, quantile):
-        nodes = active_nodes(record, pair, quantile)
-        return dendrogram_figure(session, pair, neuron, nodes, quantile), caption(session, pair, nodes, quantile)
+    app.callback(Output(GRAPH, "figure"), Output(CAPTION, "children"), Input(PAIR, "data"), Input(NEURON, "data"),
+                 Input(NODES, "data"), Input(RF_QUANTILE, "value"))(
+        lambda pair, neuron, record, quantile: draw(session, pair, neuron, record, quantile))
 
     @app.callback(Output(NODES, "data"), Input(GRAPH, "clickData"), Input(CLEAR, "n_clicks"), Input(NEURON, "data"),
                   State(NODES, "data"), State(PAIR, "data"), State(RF_QUANTILE, "value"), prevent_initial_call=True)
-    def pick(click_data, _clear, _neuron, record, pair, quantile):
-        if ctx.triggered_id != GRAPH:  # cleared, or a neuron picked in the Neuron Vulnerability View
-            return None if record else no_update
-        node = node_from_click(click_data, 2 * session.num_neurons - 1)
-        if pair is None or node is None:
-            raise PreventUpdate
-        return {"pair": pair, "quantile": quantile, "nodes": toggle_node(active_nodes(record, pair, quantile), node)}
+    def _pick(click_data, _clear, _neuron, record, pair, quantile):
+        return pick(session, ctx.triggered_id, click_data, record, pair, quantile)

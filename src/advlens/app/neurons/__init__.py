@@ -1,0 +1,81 @@
+"""The Neurons page (paper 001, Fig. 2): image space on the left (Data Overview, Image Grid), neuron space
+on the right (Neuron Vulnerability, Receptive Field and Neuron Cluster Views), context images on demand.
+
+One module per view, each with ``layout(session, …)``, ``register(app, session)`` and the plain functions
+behind its callbacks (taking the session and the browser's values, checking them, returning outputs).
+The page's selection is kept in the URL (:mod:`advlens.app.neurons.state`).
+"""
+
+from __future__ import annotations
+
+from dash import Dash, Input, Output, dcc, html, no_update
+
+from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
+from advlens.app import common, validate
+from advlens.app.common import URL, URL_WRITTEN, guarded
+from advlens.app.neurons import cluster_view, context_view, image_grid, neuron_view, overview, receptive_field
+from advlens.app.neurons.state import (
+    CLASSES,
+    CONTEXT,
+    NEURON,
+    NODES,
+    PAIR,
+    SELECTION,
+    initial_selection,
+    page_of_pair,
+    query_string,
+    state_from_query,
+)
+from advlens.app.urls import parse_query
+
+PATH = "/neurons"
+TITLE = "Neurons"
+VIEWS = (overview, image_grid, neuron_view, receptive_field, cluster_view, context_view)
+PROBLEMS = "neurons-url-problems"
+
+
+def layout(session: Session, search: str | None = None) -> html.Div:
+    """The five views in the arrangement of Fig. 2, opened on the selection of the URL query ``search``."""
+    if session.num_pairs == 0:
+        return html.Div(common.message(
+            "This store holds no successful attacks, so there is nothing to analyse. Prepare it again with a "
+            "stronger attack (e.g. a larger --eps or more --steps).", "warning"), className="page neurons-page")
+    state = state_from_query(session, parse_query(search))
+    selection = initial_selection(session, state)
+    stores = [
+        dcc.Store(id=SELECTION, data=selection), dcc.Store(id=PAIR, data=state.pair),
+        dcc.Store(id=NEURON, data=state.neuron), dcc.Store(id=NODES, data=None),
+        dcc.Store(id=CLASSES, data=overview.default_classes(session)), dcc.Store(id=CONTEXT, data=None),
+    ]
+    page = page_of_pair(session, selection, state.pair, state.sort, image_grid.PAGE_SIZE)
+    problems = html.Div(common.message([html.Div(p) for p in state.problems], "warning") if state.problems else None,
+                        id=PROBLEMS, className="url-problems")
+    image_space = html.Div([overview.layout(session), image_grid.layout(session, state.sort, page)],
+                           className="image-space")
+    neuron_space = html.Div([
+        neuron_view.layout(session, state.measure),
+        html.Div([receptive_field.layout(session), cluster_view.layout(session)], className="neuron-lower"),
+    ], className="neuron-space")
+    return html.Div([*stores, problems, html.Main([image_space, neuron_space], className="workspace"),
+                     context_view.layout(session)], className="page neurons-page")
+
+
+@guarded(lambda text: (no_update, no_update))
+def url_query(session: Session, selection, pair, neuron, measure, sort) -> tuple[str, str]:
+    """The URL query of the page's selection (twice: for the URL and for the record of what was written)."""
+    selection = validate.selection(session, selection)
+    query = query_string(selection, validate.pair_id(session, pair), validate.neuron_id(session, neuron),
+                         validate.choice(measure, NEURON_MEASURES, "measure"),
+                         validate.choice(sort, SORT_ORDERS, "sort order"))
+    return query, query
+
+
+def register(app: Dash, session: Session) -> None:
+    if session.num_pairs == 0:
+        return
+    for view in VIEWS:
+        view.register(app, session)
+    app.callback(Output(URL, "search", allow_duplicate=True), Output(URL_WRITTEN, "data", allow_duplicate=True),
+                 Input(SELECTION, "data"), Input(PAIR, "data"), Input(NEURON, "data"),
+                 Input(neuron_view.MEASURE, "value"), Input(image_grid.SORT, "value"), prevent_initial_call=True)(
+        lambda selection, pair, neuron, measure, sort: url_query(session, selection, pair, neuron, measure, sort))

@@ -1,0 +1,126 @@
+"""The Neurons page's selection: the ids of its ``dcc.Store`` components and the URL query that holds it.
+
+Stores (ids only, never arrays):
+
+- ``selection``: the pairs picked in the Data Overview, ``{"pairs": [ids], "label": text, "cell": [true,
+  adversarial] or None}``, or ``None`` when nothing is selected;
+- ``pair``: the pair picked in the Image Grid (an id or ``None``);
+- ``neuron``: the neuron picked in the Neuron Vulnerability View (an id or ``None``);
+- ``nodes``: dendrogram node ids picked in the Neuron Cluster View, with the pair and RF threshold
+  whose clustering they refer to, ``{"pair": id, "quantile": level, "nodes": [ids]}``, or ``None``;
+- ``classes``: the classes the Data Overview shows, ``{"rows": [ids], "cols": [ids]}``.
+
+URL query (``/neurons?true=6&adv=0&pair=12&neuron=40&measure=band_gap&sort=benign_drop``): ``true``/``adv``
+is the selected Prediction Matrix cell (a lasso selection is not written: it may hold thousands of
+pairs), ``pair`` and ``neuron`` the selected pair and neuron, ``measure`` the neuron order, ``sort`` the
+Image Grid order. Every value is checked on the server; an invalid one is reported and left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
+from advlens.app import validate
+from advlens.app.urls import make_query
+from advlens.errors import AdvlensError
+
+SELECTION = "selection-store"
+PAIR = "pair-store"
+NEURON = "neuron-store"
+NODES = "nodes-store"
+CLASSES = "classes-store"
+CONTEXT = "context-store"
+
+RF_QUANTILE = "rf-quantile"
+TOP_PERCENT = "top-percent"
+COMBINE_OP = "combine-op"
+
+DEFAULT_MEASURE = "band_gap"
+DEFAULT_SORT = "perturbation_asc"
+
+@dataclass
+class NeuronsState:
+    """The selection the Neurons page opens on (checked ids) and what was wrong with the URL."""
+
+    cell: tuple[int, int] | None = None
+    pair: int | None = None
+    neuron: int | None = None
+    measure: str = DEFAULT_MEASURE
+    sort: str = DEFAULT_SORT
+    problems: list[str] = field(default_factory=list)
+
+
+def cell_selection(session: Session, true_label: int, adversarial_label: int) -> dict:
+    """The selection of one Prediction Matrix cell (as a click on it makes)."""
+    names = session.class_names
+    return {"pairs": [int(i) for i in session.pairs_in_cell(true_label, adversarial_label)],
+            "label": f"{names[true_label]} → {names[adversarial_label]}", "cell": [true_label, adversarial_label]}
+
+
+def state_from_query(session: Session, params: dict[str, str]) -> NeuronsState:
+    """Read the page's selection from URL parameters; each invalid value is reported and ignored."""
+    state = NeuronsState()
+
+    def read(key, check):
+        if key not in params:
+            return None
+        try:
+            return check(params[key])
+        except AdvlensError as exc:
+            state.problems.append(f"URL parameter {key}={params[key]!r}: {exc}")
+            return None
+
+    true_label = read("true", lambda v: validate.class_id(session, v, "true class"))
+    adv_label = read("adv", lambda v: validate.class_id(session, v, "adversarial class"))
+    if ("true" in params) != ("adv" in params):
+        state.problems.append("URL parameters true and adv name a Prediction Matrix cell together; "
+                              "one of them alone is ignored")
+    elif true_label is not None and adv_label is not None:
+        state.cell = (true_label, adv_label)
+    state.pair = read("pair", lambda v: validate.pair_id(session, v))
+    state.neuron = read("neuron", lambda v: validate.neuron_id(session, v))
+    state.measure = read("measure", lambda v: validate.choice(v, NEURON_MEASURES, "measure")) or DEFAULT_MEASURE
+    state.sort = read("sort", lambda v: validate.choice(v, SORT_ORDERS, "sort order")) or DEFAULT_SORT
+    if state.pair is not None:
+        info = session.pair_info(state.pair)
+        own = (info["label"], info["adv_pred"])
+        if state.cell is not None and state.cell != own:
+            names = session.class_names
+            state.problems.append(
+                f"pair {state.pair} ({names[own[0]]} → {names[own[1]]}) is not in the cell "
+                f"{names[state.cell[0]]} → {names[state.cell[1]]} of the URL: showing the pair's own cell")
+        state.cell = own
+    return state
+
+
+def initial_selection(session: Session, state: NeuronsState) -> dict | None:
+    return None if state.cell is None else cell_selection(session, *state.cell)
+
+
+def query_string(selection: dict | None, pair: int | None, neuron: int | None, measure: str | None,
+                 sort: str | None) -> str:
+    """The URL query of a selection (``""`` when there is nothing to say)."""
+    params: dict[str, object] = {}
+    if selection and selection.get("cell"):
+        params["true"], params["adv"] = selection["cell"]
+    if pair is not None:
+        params["pair"] = pair
+    if neuron is not None:
+        params["neuron"] = neuron
+    if measure and measure != DEFAULT_MEASURE:
+        params["measure"] = measure
+    if sort and sort != DEFAULT_SORT:
+        params["sort"] = sort
+    return make_query(params)
+
+
+def page_of_pair(session: Session, selection: dict | None, pair: int | None, sort: str, page_size: int) -> int:
+    """The Image Grid page that shows ``pair`` in the sorted selection (0 when it is not in it)."""
+    if selection is None or pair is None:
+        return 0
+    ordered = session.sort_pairs(selection["pairs"], sort)
+    where = np.flatnonzero(ordered == pair)
+    return int(where[0]) // page_size if where.size else 0
