@@ -113,12 +113,12 @@ class Reordered(nn.Module):
         self.head = nn.Linear(2, 3)        # registered first, runs last
         self.conv_b = nn.Conv2d(2, 2, 1)   # registered before conv_a, runs after it
         self.conv_a = nn.Conv2d(1, 2, 1)
-        self.hidden = nn.Linear(2, 2)      # registered after head, runs before it
+        self.aux = nn.Linear(2, 3)         # registered after head, runs before it
         self.pool = nn.AdaptiveAvgPool2d(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.conv_b(self.conv_a(x))).flatten(1)
-        return self.head(self.hidden(x))
+        return 0.0 * self.aux(x) + self.head(x)
 
 
 def test_default_layers_follow_execution_order():
@@ -138,10 +138,15 @@ def test_nested_block_is_chosen_when_it_finishes_last():
 
 
 def test_explicit_layers_are_used():
-    model = toy_model(analysed_layer="conv")
-    out = model.activations(X)
-    # the conv output before the ReLU keeps its negative values
-    assert torch.equal(out.feature_maps, torch.tensor([[[[-2.0, -1.0], [0.0, 2.0]], [[2.5, 1.5], [0.5, -1.5]]]]))
+    net = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, kernel_size=1), relu=nn.ReLU(), drop=nn.Dropout(0.5),
+                                    pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(2, 3)))
+    reference = toy_net()
+    net.conv.load_state_dict(reference.conv.state_dict())
+    net.fc.load_state_dict(reference.fc.state_dict())
+    assert toy_model(net).analysed_layer_name == "drop"  # the last layer whose pooling is the dense input
+    model = toy_model(net, analysed_layer="relu")
+    assert model.analysed_layer_name == "relu"
+    assert torch.equal(model.activations(X).feature_maps, EXPECTED_MAPS)
 
 
 def test_unknown_analysed_layer_lists_conv_layers():
@@ -253,7 +258,7 @@ def test_no_hook_left_when_tracing_raises():
     bomb = Bomb()
     bomb.armed = True
     net.add_module("bomb", bomb)
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(ModelError, match="fails on a probe batch of shape 2×1×2×2: RuntimeError: boom"):
         toy_model(net)
     assert_no_hooks(net)
 
