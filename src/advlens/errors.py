@@ -19,5 +19,9 @@ class AttackError(AdvlensError):
     """Attack parameters or externally supplied adversarial images are invalid."""
 
 
+class ConfigError(AdvlensError):
+    """A parameter is out of range or unusable on this machine (e.g. ``--device cuda`` without CUDA)."""
+
+
 class StoreError(AdvlensError):
-    """An analysis store is missing, incomplete, of another schema version or another configuration."""
+    """An analysis store is missing, incomplete, damaged, locked, of another schema version or configuration."""

@@ -1,14 +1,52 @@
-"""What ``prepare`` is asked to do, and the fingerprint that identifies its store."""
+"""What ``prepare`` is asked to do, its checks, and the fingerprint that identifies its store."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from advlens.data import ImageDataset
+from advlens.errors import AttackError, ConfigError
 from advlens.models import AnalysedModel
 from advlens.models.fingerprint import model_fingerprint, tensor_digest
+from advlens.store import WEIGHTS_FILE
+
+ATTACKS = ("pgd", "fgsm", "file")
+NORMS = ("linf", "l2")
+MAX_SEED = 2**32 - 1  # NumPy and openTSNE take seeds below 2**32
+
+
+def check_device(name: str | None) -> str:
+    """The device to run on: ``name`` checked against this machine, or cuda when available, else cpu.
+
+    Raises ConfigError for an unknown name or a device this machine does not have (``cuda`` without
+    CUDA: torch would otherwise fail deep inside with an ``AssertionError``).
+    """
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"--device {name!r} is not a device; use cpu or cuda (cuda:N for GPU N)") from exc
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine ({why}); use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} CUDA device(s), numbered 0..{count - 1}")
+        return str(device)
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {name}: Apple MPS is not available on this machine; use --device cpu")
+        return "mps"
+    raise ConfigError(f"--device {name}: advlens runs on cpu, cuda or mps")
 
 
 @dataclass
@@ -35,7 +73,58 @@ class PrepareConfig:
     batch_size: int = 128
     device: str = "cpu"
     tsne_perplexity: float = 30.0
+    trust_pickle: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Check every parameter that needs neither the model nor the data, before any work starts.
+
+        Raises AttackError for attack parameters, ConfigError for the others (device included).
+        """
+        attack = []
+        if self.attack not in ATTACKS:
+            attack.append(f"unknown --attack {self.attack!r} (choose {', '.join(ATTACKS)})")
+        if self.attack in ("pgd", "fgsm") and not (math.isfinite(self.eps) and self.eps > 0):
+            attack.append(f"--eps must be a positive number, got {self.eps}")
+        if self.attack == "pgd":
+            if not (math.isfinite(self.alpha) and self.alpha > 0):
+                attack.append(f"--alpha must be a positive number, got {self.alpha}")
+            if not isinstance(self.steps, int) or self.steps < 1:
+                attack.append(f"--steps must be at least 1, got {self.steps}")
+            if self.norm not in NORMS:
+                attack.append(f"unknown --norm {self.norm!r} (choose {', '.join(NORMS)})")
+        if self.attack == "fgsm" and self.norm != "linf":
+            attack.append("FGSM is an L∞ attack: --norm applies to pgd only")
+        if self.attack == "file" and not self.adversarial_file:
+            attack.append("--attack file needs --adversarial FILE.npz")
+        if self.adversarial_file and self.attack != "file":
+            attack.append("--adversarial FILE is used only with --attack file")
+        if self.target_class is not None and not self.targeted:
+            attack.append("--target-class needs --targeted")
+        if self.target_class is not None and self.target_class < 0:
+            attack.append(f"--target-class must be a class index ≥ 0, got {self.target_class}")
+        if attack:
+            raise AttackError("; ".join(attack))
+        other = []
+        if self.limit is not None and self.limit < 1:
+            other.append(f"--limit must be at least 1, got {self.limit}")
+        if self.batch_size < 1:
+            other.append(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.seed <= MAX_SEED:
+            other.append(f"--seed must lie in 0..{MAX_SEED}, got {self.seed}")
+        if not (math.isfinite(self.tsne_perplexity) and self.tsne_perplexity > 0):
+            other.append(f"the t-SNE perplexity must be positive, got {self.tsne_perplexity}")
+        if self.weights is not None and not Path(self.weights).is_file():
+            other.append(f"--weights {self.weights} is not a file")
+        if other:
+            raise ConfigError("; ".join(other))
+        self.device = check_device(self.device)
+
+    def validate_for(self, model: AnalysedModel) -> None:
+        """The checks that need the model: the target class must be one of its classes."""
+        if self.target_class is not None and self.target_class >= model.num_classes:
+            raise AttackError(f"--target-class {self.target_class} is not a class of the model "
+                              f"(classes 0..{model.num_classes - 1})")
 
     def attack_config(self) -> dict[str, Any]:
         """The attack part of the store fingerprint."""
@@ -47,15 +136,43 @@ class PrepareConfig:
             return {"name": "fgsm", "eps": self.eps, "targeted": self.targeted, "target_class": self.target_class}
         return {"name": "file", "path": str(Path(self.adversarial_file).resolve()) if self.adversarial_file else None}
 
+    def command_line(self) -> list[str]:
+        """The ``advlens prepare`` arguments (all but ``--out`` and ``--device``) that reproduce this config."""
+        flags = {"model": "--model", "weights": "--weights", "analysed_layer": "--layer", "dataset": "--dataset",
+                 "split": "--split", "data_dir": "--data-dir", "limit": "--limit", "attack": "--attack",
+                 "adversarial_file": "--adversarial", "eps": "--eps", "alpha": "--alpha", "steps": "--steps",
+                 "norm": "--norm", "targeted": "--targeted", "target_class": "--target-class",
+                 "random_start": "--random-start", "trust_pickle": "--trust-pickle", "seed": "--seed",
+                 "batch_size": "--batch-size"}
+        paths = ("weights", "data_dir", "adversarial_file")
+        defaults = PrepareConfig()
+        args: list[str] = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name not in flags or value == getattr(defaults, item.name):
+                continue
+            if item.name == "dataset" and Path(value).exists():  # a dataset given as a file path
+                value = str(Path(value).resolve())
+            if isinstance(value, bool):
+                args.append(flags[item.name])
+            else:
+                args += [flags[item.name], str(Path(value).resolve()) if item.name in paths else repr(value)
+                         if isinstance(value, float) else str(value)]
+        return args
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def store_config(config: PrepareConfig, model: AnalysedModel, data: ImageDataset,
                  attack_extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The configuration recorded in (and identifying) the store."""
+    """The configuration recorded in (and identifying) the store.
+
+    The weights are identified by the model's fingerprint; the store keeps its own copy, at the
+    path ``weights`` relative to the store, so where they came from does not matter.
+    """
     return {
-        "model": {"spec": config.model, "weights": str(Path(config.weights).resolve()) if config.weights else None, "sha256": model_fingerprint(model),
+        "model": {"spec": config.model, "weights": WEIGHTS_FILE, "sha256": model_fingerprint(model),
                   "analysed_layer": model.analysed_layer_name, "dense_layer": model.dense_layer_name,
                   "class_names": list(model.class_names), "input_shape": list(model.input_shape)},
         "dataset": {"name": data.name, "split": data.split, "size": len(data), "limit": config.limit,

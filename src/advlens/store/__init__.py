@@ -1,7 +1,10 @@
-"""The on-disk analysis store: Zarr arrays plus a versioned JSON manifest, written stage by stage."""
+"""The on-disk analysis store: Zarr arrays plus a versioned JSON manifest, written stage by stage, read verified."""
 
-from advlens.store.manifest import SCHEMA_VERSION, STAGES, config_hash
-from advlens.store.reader import AnalysisStore, open_store
+from advlens.store.integrity import VerifiedArray
+from advlens.store.lock import StoreLock
+from advlens.store.manifest import SCHEMA_VERSION, STAGES, WEIGHTS_FILE, config_hash
+from advlens.store.reader import AnalysisStore, StageGroup, open_store
 from advlens.store.writer import StageWriter, StoreWriter
 
-__all__ = ["AnalysisStore", "open_store", "StoreWriter", "StageWriter", "SCHEMA_VERSION", "STAGES", "config_hash"]
+__all__ = ["AnalysisStore", "open_store", "StageGroup", "VerifiedArray", "StoreWriter", "StageWriter", "StoreLock",
+           "SCHEMA_VERSION", "STAGES", "WEIGHTS_FILE", "config_hash"]

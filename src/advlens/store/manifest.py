@@ -1,17 +1,26 @@
-"""The store's JSON manifest: schema version, configuration and finished stages."""
+"""The store's JSON manifest (schema version, configuration, finished stages) and the names advlens writes.
+
+Schema 2 (this version) adds per-array digests to every stage entry, the model weights copied into
+the store (``model.safetensors``, path relative to the store) and the ``prepare`` arguments that
+rebuild a stage. Schema 1 stores are still *read* (without verification); they cannot be resumed.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advlens.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 MANIFEST = "manifest.json"
+WEIGHTS_FILE = "model.safetensors"
+LOCK_FILE = ".advlens.lock"
 FORMAT = "advlens-analysis-store"
 STAGES = ("predict", "attack", "activations", "statistics", "projections")
 
@@ -21,6 +30,12 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
+def is_advlens_entry(name: str) -> bool:
+    """Whether a file or folder name inside a store is one that advlens writes (and may remove)."""
+    return (name in STAGES or name in (MANIFEST, WEIGHTS_FILE, LOCK_FILE)
+            or name.startswith((f".{MANIFEST}.", f".{WEIGHTS_FILE}.", f"{LOCK_FILE}.", ".partial-", ".work-")))
+
+
 def read_manifest(root: Path) -> dict[str, Any] | None:
     """The manifest of the store at ``root``, or None when there is none."""
     file = root / MANIFEST
@@ -28,26 +43,76 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
         return None
     try:
         manifest = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{file} is unreadable ({exc}); re-run `advlens prepare ... --overwrite`") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{file} is unreadable ({exc}); re-create the store with the same "
+                         "`advlens prepare ... --overwrite` (it removes only what advlens wrote)") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise StoreError(f"{root} is not an advlens analysis store (its {MANIFEST} has no format {FORMAT!r})")
     return manifest
 
 
-def check_schema(manifest: dict[str, Any], root: Path) -> None:
-    """Refuse stores written with another schema version."""
+@dataclass
+class FolderState:
+    """What an output folder holds, as far as ``prepare`` is concerned.
+
+    ``kind``: ``missing``, ``empty`` (nothing but advlens leftovers), ``store`` (a readable manifest),
+    ``corrupt`` (a ``manifest.json`` that does not parse: a damaged store) or ``foreign`` (anything else).
+    """
+
+    kind: str
+    manifest: dict[str, Any] | None = None
+    foreign: list[str] = field(default_factory=list)
+    problem: str = ""
+
+
+def inspect_folder(root: Path) -> FolderState:
+    """Classify ``root`` without changing it."""
+    if not root.exists():
+        return FolderState("missing")
+    if not root.is_dir():
+        return FolderState("foreign", problem=f"{root} is a file, not a folder")
+    foreign = sorted(p.name for p in root.iterdir() if not is_advlens_entry(p.name))
+    file = root / MANIFEST
+    if not file.exists():
+        return FolderState("foreign" if foreign else "empty", foreign=foreign)
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return FolderState("corrupt", foreign=foreign, problem=f"{file} is unreadable ({exc})")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return FolderState("foreign", foreign=foreign,
+                           problem=f"its {MANIFEST} is not an advlens manifest (no format {FORMAT!r})")
+    return FolderState("store", manifest=manifest, foreign=foreign)
+
+
+def check_schema(manifest: dict[str, Any], root: Path, *, writing: bool = False) -> None:
+    """Refuse stores of a schema this version cannot read (or, when ``writing``, cannot resume)."""
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise StoreError(
-            f"the store at {root} has schema version {version}, this advlens reads version {SCHEMA_VERSION}; "
-            f"re-create it with `advlens prepare ... --out {root} --overwrite` (or open it with the advlens "
-            f"version that wrote it: {manifest.get('advlens_version', 'unknown')})"
-        )
+    if version == SCHEMA_VERSION or (not writing and version in READABLE_SCHEMAS):
+        return
+    raise StoreError(
+        f"the store at {root} has schema version {version}, this advlens "
+        f"{'writes' if writing else 'reads'} version {SCHEMA_VERSION}; "
+        f"re-create it with `advlens prepare ... --out {root} --overwrite` (or open it with the advlens "
+        f"version that wrote it: {manifest.get('advlens_version', 'unknown')})"
+    )
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest atomically (temporary file, then rename)."""
+    """Write the manifest atomically (temporary file, then rename); no temporary file is left on failure."""
     tmp = root / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, root / MANIFEST)
+    try:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        os.replace(tmp, root / MANIFEST)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,7 +1,9 @@
-"""Reading an analysis store lazily: arrays are Zarr arrays, loaded only when indexed."""
+"""Reading an analysis store lazily: arrays load only when indexed, and every read is verified."""
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,73 @@ import numpy as np
 import zarr
 
 from advlens.errors import StoreError
-from advlens.store.manifest import STAGES, check_schema, read_manifest
+from advlens.store.integrity import READ_ERRORS, VerifiedArray, verify_array
+from advlens.store.manifest import STAGES, check_schema, file_digest, read_manifest
+
+# what opening a Zarr group or array whose metadata is missing or damaged raises
+_OPEN_ERRORS = (KeyError, *READ_ERRORS, zarr.errors.BaseZarrError)
+
+
+class StageGroup:
+    """The arrays of one finished stage: ``group[name]``, ``name in group``, ``array_keys()``, ``attrs``."""
+
+    def __init__(self, store: AnalysisStore, stage: str) -> None:
+        self.store = store
+        self.stage = stage
+        self._arrays: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"StageGroup({self.stage!r}, arrays={self.array_keys()})"
+
+    @cached_property
+    def _group(self) -> zarr.Group:
+        try:
+            return zarr.open_group(str(self.store.root / self.stage), mode="r")
+        except _OPEN_ERRORS as exc:
+            raise self.store.damaged(self.stage, None, f"its group metadata is missing or unreadable: {exc}") from exc
+
+    @property
+    def _recorded(self) -> dict[str, dict[str, Any]] | None:
+        return self.store.manifest["stages"][self.stage].get("arrays")
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    def array_keys(self) -> list[str]:
+        recorded = self._recorded
+        return sorted(recorded) if recorded is not None else sorted(self._group.array_keys())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.array_keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.array_keys())
+
+    def __getitem__(self, name: str) -> VerifiedArray | zarr.Array:
+        if name in self._arrays:
+            return self._arrays[name]
+        if name not in self:
+            raise StoreError(f"the store at {self.store.root} has no array {self.stage}/{name}")
+        try:
+            array = self._group[name]
+        except _OPEN_ERRORS as exc:
+            raise self.store.damaged(self.stage, name, f"its metadata is missing or unreadable: {exc}") from exc
+        recorded = self._recorded
+        if recorded is None:  # schema 1: written without digests or checksums, read as is
+            self._arrays[name] = array
+            return array
+        if list(array.shape) != recorded[name]["shape"]:
+            raise self.store.damaged(self.stage, name, f"its shape {tuple(array.shape)} is not the recorded "
+                                                       f"{tuple(recorded[name]['shape'])}")
+        verified = VerifiedArray(array, f"{self.stage}/{name}",
+                                 lambda detail: self.store.damaged(self.stage, name, detail))
+        self._arrays[name] = verified
+        return verified
 
 
 class AnalysisStore:
-    """A prepared store: the manifest plus one Zarr group per finished stage.
+    """A prepared store: the manifest, the model weights and one Zarr group per finished stage.
 
     Stage groups and their arrays:
         predict: dataset_index, label, pred, probs (M, C), true_positive — every examined image.
@@ -26,6 +90,9 @@ class AnalysisStore:
             class_lower, class_upper (C, D), class_percentiles (L, C, D), neuron_quantiles (Q, K),
             neuron_threshold, neuron_mean, neuron_max (K,).
         projections: benign_tsne, adv_tsne (P, 2).
+
+    Reads are verified (schema 2): a read that meets a missing or damaged chunk raises
+    :class:`StoreError` naming the array and the command that rebuilds its stage.
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -37,6 +104,8 @@ class AnalysisStore:
             raise StoreError(f"{self.root} has no manifest.json: not an advlens store (or its prepare never started)")
         check_schema(manifest, self.root)
         self.manifest: dict[str, Any] = manifest
+        self._groups: dict[str, StageGroup] = {}
+        self._weights: Path | None = None
 
     def __repr__(self) -> str:
         return f"AnalysisStore({str(self.root)!r}, stages={list(self.manifest['stages'])})"
@@ -54,33 +123,109 @@ class AnalysisStore:
         return len(self.finished_stages) == len(STAGES)
 
     @property
+    def verified(self) -> bool:
+        """Whether the store recorded digests and checksums (schema 2), so its reads are verified."""
+        return all("arrays" in self.manifest["stages"][s] for s in self.finished_stages)
+
+    @property
     def class_names(self) -> list[str]:
         return list(self.config["model"]["class_names"])
 
-    def group(self, stage: str) -> zarr.Group:
-        """The Zarr group of a finished stage."""
+    # ------------------------------------------------------------------ errors that say how to repair
+    def rebuild_command(self, stage: str | None = None) -> str:
+        """The ``advlens prepare`` command that rebuilds ``stage`` (and the stages after it) in place."""
+        args = self.manifest.get("command")
+        parts = ["advlens", "prepare", *(args if isinstance(args, list) else ["<the options that made it>"]),
+                 "--out", str(self.root)]
+        return shlex.join(parts + (["--redo", stage] if stage else []))
+
+    def damaged(self, stage: str, name: str | None, detail: str) -> StoreError:
+        """The error for a damaged array (or stage group) of this store."""
+        what = f"the array {stage}/{name}" if name else f"the stage {stage}"
+        return StoreError(f"{what} of the store at {self.root} is damaged ({detail}); rebuild its stage with "
+                          f"`{self.rebuild_command(stage)}`")
+
+    # ------------------------------------------------------------------ arrays
+    def group(self, stage: str) -> StageGroup:
+        """The arrays of a finished stage."""
         if stage not in self.manifest["stages"]:
             raise StoreError(
                 f"stage {stage!r} of the store at {self.root} is not finished (finished: "
                 f"{', '.join(self.finished_stages) or 'none'}); run `advlens prepare` again to resume it"
             )
+        if stage not in self._groups:
+            self._groups[stage] = StageGroup(self, stage)
         return self._groups[stage]
 
-    @cached_property
-    def _groups(self) -> dict[str, zarr.Group]:
-        return {s: zarr.open_group(str(self.root / s), mode="r") for s in self.finished_stages}
-
-    def array(self, stage: str, name: str) -> zarr.Array:
-        """A lazy array of a stage; index it (``[:]``, ``[i]``) to load values."""
-        group = self.group(stage)
-        if name not in group:
-            raise StoreError(f"the store at {self.root} has no array {stage}/{name}")
-        return group[name]  # type: ignore[return-value]
+    def array(self, stage: str, name: str) -> VerifiedArray | zarr.Array:
+        """A lazy array of a stage; index it (``[:]``, ``[i]``, ``[...]``) to load values."""
+        return self.group(stage)[name]
 
     def load(self, stage: str, name: str) -> np.ndarray:
         """Load a whole array into memory."""
         return self.array(stage, name)[...]
 
+    # ------------------------------------------------------------------ weights
+    def weights_path(self) -> Path | None:
+        """Absolute path of the model weights inside the store, checked against their recorded digest.
+
+        None only for a schema-1 store of a built-in model with its shipped weights; a schema-1 store
+        of other weights gives the path it recorded (outside the store).
+        """
+        recorded = self.manifest.get("weights")
+        if not recorded:
+            legacy = self.config["model"].get("weights")
+            return Path(legacy) if legacy else None
+        if self._weights is None:
+            path = (self.root / recorded["file"]).resolve()
+            if not path.is_file():
+                problem = "is missing"
+            elif file_digest(path) != recorded["sha256"]:
+                problem = "is damaged (its SHA-256 differs from the recorded one)"
+            else:
+                self._weights = path
+                return path
+            raise StoreError(f"the model weights {path} of the store {problem}; copy them again with "
+                             f"`{self.rebuild_command()}`")
+        return self._weights
+
+    # ------------------------------------------------------------------ verification
+    def verify(self) -> dict[str, str | None]:
+        """Check every array of every finished stage, and the weights, against the digests recorded at write time.
+
+        Returns ``{"stage/name": None or what is wrong}``, plus ``"model.safetensors"`` for the weights.
+        Reads every value once (seconds per GB).
+        """
+        if not self.verified:
+            raise StoreError(f"the store at {self.root} was written by advlens "
+                             f"{self.manifest.get('advlens_version', '?')} (schema "
+                             f"{self.manifest.get('schema_version')}) without digests, so it cannot be verified; "
+                             f"re-create it with `advlens prepare ... --out {self.root} --overwrite`")
+        results: dict[str, str | None] = {}
+        for stage in self.finished_stages:
+            recorded = self.manifest["stages"][stage]["arrays"]
+            try:
+                group = zarr.open_group(str(self.root / stage), mode="r")
+            except _OPEN_ERRORS as exc:
+                results.update({f"{stage}/{name}": f"the stage's group metadata is unreadable: {exc}"
+                                for name in recorded})
+                continue
+            for name, expected in recorded.items():
+                try:
+                    array = group[name]
+                except _OPEN_ERRORS as exc:
+                    results[f"{stage}/{name}"] = f"its metadata is missing or unreadable: {exc}"
+                    continue
+                results[f"{stage}/{name}"] = verify_array(array, expected)
+        weights = self.manifest.get("weights")
+        if weights:
+            path = self.root / weights["file"]
+            results[weights["file"]] = ("missing" if not path.is_file() else
+                                        None if file_digest(path) == weights["sha256"] else
+                                        "its SHA-256 differs from the recorded one")
+        return results
+
+    # ------------------------------------------------------------------ pairs
     @property
     def num_pairs(self) -> int:
         return int(self.array("activations", "row").shape[0])
