@@ -10,6 +10,7 @@ from torch import nn
 
 from advlens.errors import ModelError
 from advlens.models.adapter import AnalysedModel, find_module, recording, trace_layers
+from advlens.models.fashion_resnet import FashionResNet
 
 
 def toy_net() -> nn.Sequential:
@@ -295,3 +296,111 @@ def test_train_keeps_eval_mode_and_batchnorm_statistics():
     model.activations(torch.rand(4, 1, 2, 2))
     assert torch.equal(net.bn.running_mean, before[0]) and torch.equal(net.bn.running_var, before[1])
     assert int(net.bn.num_batches_tracked) == 0
+
+
+# ------------------------------------------------------------- one meaning per neuron id (issue 7, item 1)
+
+
+def fashion_model(**kwargs) -> AnalysedModel:
+    """The demo architecture, freshly initialised: bias-free convs and identity batch norms, so an
+    all-zero probe would make every layer zero and pass any check; only a random probe tells them apart."""
+    torch.manual_seed(0)
+    return AnalysedModel(FashionResNet(), (0.286,), (0.353,), (1, 28, 28), [str(c) for c in range(10)], **kwargs)
+
+
+def test_analysed_layer_of_another_width_is_refused():
+    with pytest.raises(ModelError) as info:
+        fashion_model(analysed_layer="layer3")
+    message = str(info.value)
+    assert "analysed layer 'layer3' (128 maps of 7×7)" in message
+    assert "dense layer 'fc' (256 inputs)" in message
+    assert message.endswith("layers that would work: layer4")
+
+
+@pytest.mark.parametrize("layer", ["layer4.relu", "layer4.bn2", "layer4.conv1", "layer4.shortcut"])
+def test_analysed_layer_of_equal_width_that_does_not_feed_the_pooling_is_refused(layer):
+    with pytest.raises(ModelError) as info:
+        fashion_model(analysed_layer=layer)
+    message = str(info.value)
+    assert f"analysed layer '{layer}' (256 maps of 7×7)" in message and "'fc' (256 inputs)" in message
+    assert "not the global average or max pooling" in message and message.endswith("would work: layer4")
+
+
+def test_default_analysed_layer_feeds_the_pooling():
+    model = fashion_model()
+    assert model.analysed_layer_name == "layer4" and model.pooling == "mean"
+    out = model.activations(torch.rand(3, 1, 28, 28))
+    torch.testing.assert_close(out.pooled, out.feature_maps.mean(dim=(2, 3)), rtol=0, atol=1e-6)
+    assert fashion_model(analysed_layer="layer4").analysed_layer_name == "layer4"
+
+
+class MaxPooled(nn.Module):
+    """A user model whose dense layer reads global max pooling, with an unused side branch that runs last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(4, 3)
+        self.side = nn.Conv2d(4, 4, 3, padding=1)  # same width as the dense input, feeds nothing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = torch.relu(self.conv(x))
+        logits = self.fc(self.pool(maps).flatten(1))
+        self.side(maps)
+        return logits
+
+
+def test_max_pooled_user_model_and_a_side_branch_that_runs_last():
+    torch.manual_seed(0)
+    model = AnalysedModel(MaxPooled(), (0.5,), (0.25,), (1, 6, 6), ("a", "b", "c"))
+    # the last spatial layer in execution order is 'side'; the one the dense layer reads is 'relu'
+    assert model.graph.names()[-1] == "side"
+    assert model.analysed_layer_name == "relu" and model.pooling == "max"
+    out = model.activations(torch.rand(4, 1, 6, 6))
+    assert torch.equal(out.pooled, out.feature_maps.amax(dim=(2, 3)))
+    # max pooling: the conv's channel maxima are positive here, so they pass through the ReLU unchanged
+    with pytest.raises(ModelError, match=r"'side' \(4 maps of 6×6\).*layers that would work: conv, relu$"):
+        AnalysedModel(MaxPooled(), (0.5,), (0.25,), (1, 6, 6), ("a", "b", "c"), analysed_layer="side")
+
+
+def test_no_layer_feeds_the_dense_layer():
+    class Hidden(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 1)
+            self.hidden = nn.Linear(2, 2)
+            self.head = nn.Linear(2, 3)
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.hidden(self.conv(x).mean((2, 3)))))
+
+    with pytest.raises(ModelError, match=r"input of the dense layer 'head' \(2-d\) is not the global average or "
+                                         r"max pooling of any layer's feature maps"):
+        AnalysedModel(Hidden(), (0.0,), (1.0,), (1, 3, 3), ("a", "b", "c"))
+    with pytest.raises(ModelError, match="'conv' .*no layer's pooled maps are the dense input"):
+        AnalysedModel(Hidden(), (0.0,), (1.0,), (1, 3, 3), ("a", "b", "c"), analysed_layer="conv")
+
+
+def test_analysed_layer_may_be_a_reused_module_call_or_functional_op():
+    class Reused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 3, 3, padding=1)
+            self.conv2 = nn.Conv2d(3, 3, 3, padding=1)
+            self.act = nn.ReLU()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.act(self.conv2(self.act(self.conv1(x))))).mean((2, 3)))
+
+    torch.manual_seed(1)
+    model = AnalysedModel(Reused(), (0.0,), (1.0,), (1, 5, 5), ("a", "b"))
+    assert model.analysed_layer_name == "relu" and model.pooling == "mean"  # relu of a ReLU output: both work
+    second = AnalysedModel(model.net, (0.0,), (1.0,), (1, 5, 5), ("a", "b"), analysed_layer="act:1")
+    x = torch.rand(2, 1, 5, 5)
+    with torch.no_grad():
+        expected = torch.relu(model.net.conv2(torch.relu(model.net.conv1(x))))
+    assert torch.equal(second.activations(x).feature_maps, expected)
+    with pytest.raises(ModelError, match=r"'act' \(3 maps of 5×5\).*would work: act:1, relu"):
+        AnalysedModel(model.net, (0.0,), (1.0,), (1, 5, 5), ("a", "b"), analysed_layer="act")

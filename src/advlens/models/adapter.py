@@ -194,7 +194,7 @@ class AnalysedModel(nn.Module):
         observers = {name: [lambda v, _n=name: stats.__setitem__(_n, (v.mean(dim=(2, 3)), v.amax(dim=(2, 3))))]
                      for name in same}
         with torch.no_grad(), recording({"pooled": self.dense}, inputs=True) as pooled, \
-                self._taps.attached(observers):
+                self._taps.attached(observers, live=False):
             self.forward(self.probe_images())
         target = pooled["pooled"].flatten(1)
         tolerance = 1e-5 * (1.0 + float(target.abs().max()))
@@ -347,7 +347,7 @@ class AnalysedModel(nn.Module):
                 out[name][rows[0]:rows[1]].copy_(reduced)
             return observe
 
-        with torch.no_grad(), self._taps.attached({name: [observer(name)] for name in names}):
+        with torch.no_grad(), self._taps.attached({name: [observer(name)] for name in names}, live=False):
             for start in range(0, total, step):
                 rows[:] = [start, min(start + step, total)]
                 self.forward(images[start:start + step].to(self.device, self.mean.dtype))

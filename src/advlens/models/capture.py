@@ -11,8 +11,10 @@ replace it. While any are registered, :meth:`Taps.run` runs the network so they 
   layers. The copy shares the network's modules and parameters and computes the same ops, so the
   output is bit-identical; it was traced once, so Python-level switches changed later are not seen.
 
-When a later in-place op (``nn.ReLU(inplace=True)``, ``x += y``) writes into a tapped output, the
-rest of the network gets a copy, so the observed tensor keeps the layer's value.
+When a later in-place op (``nn.ReLU(inplace=True)``, ``x += y``) may write into an output an observer
+keeps (``live``), the rest of the network gets a copy, so the kept tensor holds the layer's value and
+stays on the autograd path: with hooks always (in-place ops in ``forward`` are invisible to them), in
+the fx copy where the graph shows such an op.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def reduce_output(value: torch.Tensor, reduce: str) -> torch.Tensor:
 class _Entry:
     replacers: list[Replacer] = field(default_factory=list)
     observers: list[Observer] = field(default_factory=list)
+    live: list[Observer] = field(default_factory=list)  # observers that keep the tensor past the forward
 
 
 class Taps:
@@ -73,11 +76,18 @@ class Taps:
 
     @contextmanager
     def attached(self, observers: dict[str, list[Observer]] | None = None,
-                 replacers: dict[str, list[Replacer]] | None = None) -> Iterator[None]:
-        """Register functions per layer name (aliases allowed) while the context is open."""
+                 replacers: dict[str, list[Replacer]] | None = None, live: bool = True) -> Iterator[None]:
+        """Register functions per layer name (aliases allowed) while the context is open.
+
+        ``live=False`` promises that the observers copy or reduce the tensor before the forward
+        pass goes on, so no protective copy is needed against later in-place ops.
+        """
         added: list[tuple[str, list, object]] = []
+        kinds = [("observers", observers or {}), ("replacers", replacers or {})]
+        if live:
+            kinds.append(("live", observers or {}))
         try:
-            for kind, table in (("observers", observers or {}), ("replacers", replacers or {})):
+            for kind, table in kinds:
                 for name, functions in table.items():
                     layer = self.graph.resolve(name)
                     entry = self._entries.setdefault(layer, _Entry())
@@ -110,7 +120,7 @@ class Taps:
             value = new
         for observe in entry.observers:
             observe(value)
-        return value.clone() if protect else value
+        return value.clone() if protect and entry.live else value
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """The network's output on ``x`` with every registered function firing.
@@ -140,7 +150,7 @@ class Taps:
             node = wanted[_qualname].get(call)
             if node is None or not isinstance(output, torch.Tensor):
                 return None
-            return self._fire(node.name, output, node.protect)
+            return self._fire(node.name, output, True)
 
         try:
             for qualname in wanted:
