@@ -15,6 +15,7 @@ from advlens.measures import (
     neuron_distances,
     neuron_features,
     node_members,
+    rf_images,
 )
 
 
@@ -33,8 +34,8 @@ def merge_of(clustering: NeuronClustering, members: set[int]) -> int | None:
     return None
 
 
-@pytest.mark.parametrize("metric,method", [("rf_l2", "average"), ("rf_l2", "ward"), ("rf_iou", "average"),
-                                           ("rf_iou", "complete")])
+@pytest.mark.parametrize("metric,method", [("rf_l2", "average"), ("rf_l2", "ward"), ("mask_l2", "ward"),
+                                           ("rf_iou", "average"), ("rf_iou", "complete")])
 def test_identical_neurons_merge_at_distance_zero(metric: str, method: str) -> None:
     benign, adversarial = random_rfs()
     benign[5], adversarial[5] = benign[2], adversarial[2]
@@ -52,7 +53,7 @@ def test_identical_activation_maps_merge_at_distance_zero() -> None:
     assert node is not None and clustering.height(node) == 0.0
 
 
-@pytest.mark.parametrize("metric", ["rf_l2", "rf_iou"])
+@pytest.mark.parametrize("metric", ["rf_l2", "mask_l2", "rf_iou"])
 def test_neurons_with_empty_rfs_form_one_cluster(metric: str) -> None:
     benign, adversarial = random_rfs(k=9)
     empty = {1, 4, 7}
@@ -74,7 +75,7 @@ def test_distances_match_their_definitions() -> None:
     assert features.shape == (6, 50)
     flat = features.numpy().astype(bool)
     # L2 of binary vectors = √(number of differing pixels)
-    np.testing.assert_allclose(neuron_distances(features, "rf_l2"), np.sqrt(pdist(flat, "hamming") * 50))
+    np.testing.assert_allclose(neuron_distances(features, "mask_l2"), np.sqrt(pdist(flat, "hamming") * 50))
     # 1 − IoU of the concatenated RFs; two empty RFs are identical (0), empty vs non-empty 1
     iou_distance = neuron_distances(features, "rf_iou")
     square = np.zeros((6, 6))
@@ -97,7 +98,7 @@ def test_linkage_leaves_and_node_members() -> None:
     assert clustering.linkage_.shape == (k - 1, 4)
     np.testing.assert_array_equal(clustering.leaves_, hierarchy.leaves_list(clustering.linkage_))
     assert sorted(clustering.leaves_.tolist()) == list(range(k))
-    expected = hierarchy.linkage(clustering.distances_, "average")
+    expected = hierarchy.linkage(clustering.distances_, "ward")  # the default linkage
     np.testing.assert_allclose(clustering.linkage_, expected)
     for leaf in range(k):
         assert clustering.members(leaf).tolist() == [leaf]
@@ -120,7 +121,9 @@ def test_invalid_combinations_and_single_neuron() -> None:
     with pytest.raises(ValueError):
         NeuronClustering("cosine").fit(benign, adversarial)
     with pytest.raises(ValueError):
-        neuron_distances(torch.rand(3, 4), "rf_l2")  # not binary
+        neuron_distances(torch.rand(3, 4), "mask_l2")  # not binary
+    with pytest.raises(ValueError, match="linkage method"):
+        NeuronClustering("rf_l2", "centroids").fit(benign, adversarial)
     single = NeuronClustering().fit(benign[:1], adversarial[:1])
     assert single.linkage_.shape == (0, 4) and single.leaves_.tolist() == [0]
     assert single.members(0).tolist() == [0]
@@ -140,3 +143,53 @@ def test_union_and_intersection_of_rfs() -> None:
     assert not combine_receptive_fields(rfs, [], "intersection").any()
     pair = torch.stack([rfs, ~rfs])  # benign and adversarial RFs at once
     assert combine_receptive_fields(pair, [0, 1]).shape == (2, 2, 3)
+
+
+def test_default_metric_compares_rf_images_not_masks() -> None:
+    """§3.2: the RF is the masked image. A toy where the RF images and the masks give different trees.
+
+    Image row [1, 0, 0, 0] (one bright pixel). Masks: n0 [1,0,0,0], n1 [0,1,1,1], n2 [0,0,0,0], n3 [1,1,1,1].
+    RF images: n0 = n3 = [1,0,0,0] and n1 = n2 = 0, so RF-image L2 pairs {0, 3} and {1, 2} at distance 0;
+    the masks pair {1, 3} and {0, 2} at distance 1 (one differing pixel) instead.
+    """
+    image = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])  # (C=1, H=1, W=4)
+    masks = torch.tensor([[1, 0, 0, 0], [0, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)[:, None, :]
+    images = rf_images(image, masks)
+    assert images.shape == (4, 1, 1, 4)
+    torch.testing.assert_close(images[:, 0, 0], torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0],
+                                                              [1, 0, 0, 0]]))
+    default = NeuronClustering().fit(images, images)  # benign and adversarial sides alike
+    assert default.metric == "rf_l2" and default.method_ == "ward"
+    # hand-computed distances on the concatenated sides: d(0,3) = d(1,2) = 0, every other pair √2
+    hand = np.array([np.sqrt(2), np.sqrt(2), 0.0, 0.0, np.sqrt(2), np.sqrt(2)])  # (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
+    np.testing.assert_allclose(default.distances_, hand)
+    np.testing.assert_allclose(default.linkage_, hierarchy.linkage(hand, "ward"))
+    assert merge_of(default, {0, 3}) is not None and merge_of(default, {1, 2}) is not None
+    masks_tree = NeuronClustering("mask_l2").fit(masks, masks)
+    # masks: |n0 − n1| = 4 px, n0 − n2 = 1, n0 − n3 = 3, n1 − n2 = 3, n1 − n3 = 1, n2 − n3 = 4; doubled by the two sides
+    hand_masks = np.sqrt(2 * np.array([4, 1, 3, 3, 1, 4]))
+    np.testing.assert_allclose(masks_tree.distances_, hand_masks)
+    assert merge_of(masks_tree, {1, 3}) is not None and merge_of(masks_tree, {0, 2}) is not None
+    assert merge_of(masks_tree, {0, 3}) is None
+
+
+@pytest.mark.parametrize("method", ["ward", "complete", "average"])
+@pytest.mark.parametrize("metric", ["rf_l2", "mask_l2", "activation_l2"])
+def test_linkage_options_match_scipy(metric: str, method: str) -> None:
+    generator = torch.Generator().manual_seed(7)
+    if metric == "mask_l2":
+        benign, adversarial = random_rfs(k=12, seed=5)
+    else:
+        benign, adversarial = torch.rand(12, 1, 5, 5, generator=generator), torch.rand(12, 1, 5, 5, generator=generator)
+    flat = np.concatenate([benign.reshape(12, -1).numpy(), adversarial.reshape(12, -1).numpy()], axis=1)
+    expected = hierarchy.linkage(pdist(flat.astype(np.float64), "euclidean"), method)
+    clustering = NeuronClustering(metric, method).fit(benign, adversarial)
+    np.testing.assert_allclose(clustering.linkage_, expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(clustering.leaves_, hierarchy.leaves_list(expected))
+
+
+def test_iou_metric_defaults_to_complete_linkage() -> None:
+    benign, adversarial = random_rfs(k=9, seed=2)
+    clustering = NeuronClustering("rf_iou").fit(benign, adversarial)
+    assert clustering.method_ == "complete"
+    np.testing.assert_allclose(clustering.linkage_, hierarchy.linkage(clustering.distances_, "complete"))

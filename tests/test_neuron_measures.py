@@ -12,8 +12,14 @@ from scipy import stats
 from torch import nn
 
 from advlens.measures import (
+    BAND_LEVELS,
+    DEFAULT_BAND_KIND,
+    DEFAULT_BAND_LEVEL,
     Bands,
     band_gap,
+    band_regions,
+    bands_of_kind,
+    central_percentiles,
     class_bands,
     contribution_curves,
     contributions,
@@ -115,6 +121,74 @@ def test_percentile_bands() -> None:
     assert torch.all(bands.low == 2.0) and torch.allclose(bands.high, torch.full((2, 3), 3.0))
     with pytest.raises(ValueError):
         percentile_bands(table, levels, low=1.0)
+
+
+def three_class_statistics() -> tuple[dict[str, np.ndarray], list[float], list[np.ndarray]]:
+    """Hand-made contributions of 3 classes × 2 neurons and their statistics as the store holds them."""
+    values = [np.array([[0.0, 1.0], [1.0, 3.0], [2.0, 5.0], [3.0, 7.0], [4.0, 9.0]]),  # class 0: 5 images
+              np.array([[10.0, 0.0], [20.0, 0.0], [30.0, 0.0]]),  # class 1: 3 images, neuron 1 dead
+              np.array([[-1.0, 1.9], [1.0, 1.9]])]  # class 2: 2 images
+    levels = [10.0, 25.0, 50.0, 75.0, 90.0]
+    statistics = {
+        "class_mean": np.stack([v.mean(0) for v in values]),
+        "class_std": np.stack([v.std(0, ddof=1) for v in values]),
+        "class_count": np.array([len(v) for v in values]),
+        "class_percentiles": np.stack([np.stack([np.percentile(v, q, axis=0) for v in values]) for q in levels]),
+    }
+    return statistics, levels, values
+
+
+def test_band_kinds_against_a_hand_computation() -> None:
+    statistics, levels, values = three_class_statistics()
+    assert central_percentiles(0.8) == (10.0, 90.0) and central_percentiles(0.5) == (25.0, 75.0)
+    # percentile bands, 10th–90th: linear percentiles by hand. Class 0 neuron 0: 0 1 2 3 4 → 0.4 and 3.6;
+    # neuron 1: 1 3 5 7 9 → 1.8 and 8.2; class 1 neuron 0: 10 20 30 → 12 and 28, neuron 1: 0 and 0;
+    # class 2 neuron 0: −1 1 → −0.8 and 0.8, neuron 1: 1.9 and 1.9.
+    pct = bands_of_kind(statistics, "percentile", 0.8, levels)
+    np.testing.assert_allclose(pct.low.numpy(), [[0.4, 1.8], [12.0, 0.0], [-0.8, 1.9]], atol=1e-6)
+    np.testing.assert_allclose(pct.high.numpy(), [[3.6, 8.2], [28.0, 0.0], [0.8, 1.9]], atol=1e-6)
+    iqr = bands_of_kind(statistics, "percentile", 0.5, levels)
+    np.testing.assert_allclose(iqr.low.numpy(), [[1.0, 3.0], [15.0, 0.0], [-0.5, 1.9]], atol=1e-6)
+    np.testing.assert_allclose(iqr.high.numpy(), [[3.0, 7.0], [25.0, 0.0], [0.5, 1.9]], atol=1e-6)
+    # CI of the mean at 0.9: mean ± t(0.95, n−1) s/√n. Class 0 neuron 0: mean 2, s = √2.5, n = 5.
+    ci = bands_of_kind(statistics, "ci", 0.9, levels)
+    half = stats.t.ppf(0.95, 4) * math.sqrt(2.5) / math.sqrt(5)
+    assert ci.low[0, 0].item() == pytest.approx(2 - half, rel=1e-6)
+    assert ci.high[0, 0].item() == pytest.approx(2 + half, rel=1e-6)
+    half1 = stats.t.ppf(0.95, 2) * 10.0 / math.sqrt(3)  # class 1 neuron 0: 10 20 30, s = 10
+    assert ci.low[1, 0].item() == pytest.approx(20 - half1, rel=1e-6)
+    assert ci.low[1, 1].item() == ci.high[1, 1].item() == 0.0  # a dead neuron: a zero-width band at 0
+    # the kinds give different band gaps for the pair benign 0 → adversarial 2 (≥ 3 classes: 2 ≠ 1 − 0):
+    # neuron 0: percentile a = [−0.8, 0.8] overlaps b = [0.4, 3.6] → 0; CI a = 0 ± 6.31 overlaps too.
+    # neuron 1: percentile a = [1.9, 1.9] inside b = [1.8, 8.2] → 0; CI b = 5 ± 2.132·√10/√5 = [1.985, 8.015]
+    # lies above a = [1.9, 1.9] → 1.9 − 1.985 < 0.
+    gap_pct = pair_band_gap(pct, 0, 2).numpy()
+    gap_ci = pair_band_gap(ci, 0, 2).numpy()
+    assert gap_pct.tolist() == [0.0, 0.0]
+    ci_b1 = (5.0 - stats.t.ppf(0.95, 4) * math.sqrt(10.0) / math.sqrt(5), 5.0)
+    assert gap_ci[0] == 0.0 and gap_ci[1] == pytest.approx(1.9 - ci_b1[0], rel=1e-5) and gap_ci[1] < 0
+    # class 1 against class 0: neuron 0 far above (excited), neuron 1 at 0 below [1.8, 8.2] (inhibited)
+    np.testing.assert_allclose(pair_band_gap(pct, 0, 1).numpy(), [12.0 - 3.6, 0.0 - 1.8], atol=1e-6)
+
+
+def test_band_kind_and_level_are_checked_and_missing_percentiles_interpolated(caplog) -> None:
+    statistics, levels, _ = three_class_statistics()
+    with pytest.raises(ValueError, match="band kind"):
+        bands_of_kind(statistics, "sd", 0.8, levels)
+    with pytest.raises(ValueError, match="band level"):
+        bands_of_kind(statistics, "ci", 95, levels)
+    with caplog.at_level("WARNING"):
+        interpolated = bands_of_kind(statistics, "percentile", 0.6, levels)  # 20th and 80th are not stored
+    assert "interpolating" in caplog.text
+    # 20th between 10th (0.4) and 25th (1.0) of class 0 neuron 0: 0.4 + (10 / 15) · 0.6 = 0.8 (= exact here)
+    assert interpolated.low[0, 0].item() == pytest.approx(0.8)
+    assert DEFAULT_BAND_KIND == "percentile" and BAND_LEVELS[DEFAULT_BAND_KIND] == DEFAULT_BAND_LEVEL
+
+
+def test_band_regions_are_fig4_shares() -> None:
+    gap = np.array([[0.5, 0.0, -1.0, 2.0], [0.0, 0.0, 0.0, -3.0]])
+    np.testing.assert_allclose(band_regions(gap), [[0.5, 0.25, 0.25], [0.0, 0.75, 0.25]])
+    np.testing.assert_allclose(band_regions(gap[0]), [0.5, 0.25, 0.25])
 
 
 # --- band gap ----------------------------------------------------------------------------------------

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from scipy import stats
+from scipy.cluster import hierarchy
+from scipy.spatial.distance import pdist
 
 from advlens import measures
 from advlens.analysis import NEURON_MEASURES, SelectionError, Session
@@ -108,6 +113,125 @@ def test_neuron_measures_agree_with_the_library(session, module_model):
     assert torch.allclose(curves.adversarial, adv_pooled * weight[info["adv_pred"]])
 
 
+def hand_class_contributions(session: Session, model: AnalysedModel) -> tuple[np.ndarray, np.ndarray]:
+    """Activation × own-class weight of every benign true positive, by a manual forward through the tiny
+    net's layers (normalization by hand, the Sequential without its Linear) and NumPy.
+
+    Shape: returns (N, D) float64 and labels (N,).
+    """
+    attack = session.store.group("attack")
+    images, labels = torch.from_numpy(attack["benign"][:]), attack["label"][:]
+    with torch.no_grad():
+        pooled = model.net[:-1]((images - 0.5) / 0.25).double().numpy()
+    weight = model.net[-1].weight.detach().double().numpy()
+    return pooled * weight[labels], labels
+
+
+def hand_band_gap(a_low, a_high, b_low, b_high) -> np.ndarray:
+    """§5.2.1 with a plain loop."""
+    out = []
+    for cl_a, cu_a, cl_b, cu_b in zip(a_low, a_high, b_low, b_high):
+        out.append(cu_a - cl_b if cl_b > cu_a else cl_a - cu_b if cl_a > cu_b else 0.0)
+    return np.array(out)
+
+
+def test_band_gaps_match_an_independent_computation(session, module_model):
+    """Band gaps of every pair, both band kinds, from a manual forward pass, NumPy percentiles and SciPy's t."""
+    contributions, labels = hand_class_contributions(session, module_model)
+    classes = session.num_classes
+    assert classes == 3 and session.band_kind == "percentile" and session.band_level == 0.8  # store defaults
+    low = {c: np.percentile(contributions[labels == c], 10, axis=0) for c in range(classes)}
+    high = {c: np.percentile(contributions[labels == c], 90, axis=0) for c in range(classes)}
+    ci = {}
+    for c in range(classes):
+        values = contributions[labels == c]
+        half = stats.t.ppf(0.975, len(values) - 1) * values.std(0, ddof=1) / np.sqrt(len(values))
+        ci[c] = (values.mean(0) - half, values.mean(0) + half)
+    nonzero = {"percentile": 0, "ci": 0}
+    zero = 0
+    for pair in range(session.num_pairs):
+        b, a = int(session.table["label"][pair]), int(session.table["adv_pred"][pair])
+        expected = hand_band_gap(low[a], high[a], low[b], high[b])
+        np.testing.assert_allclose(session.band_gap(pair).numpy(), expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(session.band_gap(pair, 0.95, "ci").numpy(),
+                                   hand_band_gap(*ci[a], *ci[b]), rtol=1e-4, atol=1e-5)
+        nonzero["percentile"] += int(np.count_nonzero(expected))
+        nonzero["ci"] += int(np.count_nonzero(hand_band_gap(*ci[a], *ci[b])))
+        zero += int(np.sum(expected == 0))
+        expected_regions = [(expected > 0).mean(), (expected == 0).mean(), (expected < 0).mean()]
+        np.testing.assert_allclose(session.band_regions([pair])[0], expected_regions)
+    assert nonzero["percentile"] > 0 and nonzero["ci"] > 0 and zero > 0, "the toy must exercise every region"
+    order, scores = session.neuron_ranking(0, "band_gap")
+    np.testing.assert_allclose(scores, session.band_gap(0).numpy())
+
+
+def test_band_kinds_from_the_store_against_numpy(session, module_model):
+    contributions, labels = hand_class_contributions(session, module_model)
+    assert {10.0, 90.0} <= set(session._statistics_attrs["percentile_levels"])  # the default band is stored exactly
+    for level, (q_low, q_high) in ((0.5, (25, 75)), (0.8, (10, 90)), (0.9, (5, 95))):
+        bands = session.bands(level, "percentile")
+        for c in range(3):
+            np.testing.assert_allclose(bands.low[c].numpy(), np.percentile(contributions[labels == c], q_low, axis=0),
+                                       rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(bands.high[c].numpy(), np.percentile(contributions[labels == c], q_high,
+                                                                             axis=0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(session.bands().low, session.bands(0.8, "percentile").low)
+    torch.testing.assert_close(session.bands(kind="ci").low, session.bands(0.95, "ci").low)  # the kind's own level
+    with pytest.raises(ValueError, match="band kind"):
+        session.bands(kind="std")
+
+
+def test_substitution_matches_a_manual_dense_layer(session, module_model):
+    """Direct substitution from the stored pooled vectors and the dense layer's weights, in NumPy."""
+    weight = module_model.net[-1].weight.detach().double().numpy()
+    bias = module_model.net[-1].bias.detach().double().numpy()
+    benign_all = session.store.load("activations", "benign_pooled").astype(np.float64)
+    adv_all = session.store.load("activations", "adv_pooled").astype(np.float64)
+
+    def softmax(logits):
+        e = np.exp(logits - logits.max())
+        return e / e.sum()
+
+    largest = 0.0
+    for pair in range(min(5, session.num_pairs)):
+        b, a = int(session.table["label"][pair]), int(session.table["adv_pred"][pair])
+        base = softmax(weight @ benign_all[pair] + bias)
+        drop, rise = [], []
+        for d in range(benign_all.shape[1]):
+            vector = benign_all[pair].copy()
+            vector[d] = adv_all[pair, d]
+            probs = softmax(weight @ vector + bias)
+            drop.append(base[b] - probs[b])
+            rise.append(probs[a] - base[a])
+        result = session.substitution(pair)
+        np.testing.assert_allclose(result.benign_drop.numpy(), drop, atol=1e-5)
+        np.testing.assert_allclose(result.adversarial_rise.numpy(), rise, atol=1e-5)
+        order, scores = session.neuron_ranking(pair, "substitution")
+        np.testing.assert_allclose(scores, np.array(drop) + np.array(rise), atol=1e-5)
+        largest = max(largest, float(np.abs(drop).max()))
+    assert largest > 1e-3, "the toy must have neurons whose substitution moves the probabilities"
+
+
+def test_default_clustering_is_ward_on_rf_images(session):
+    """§3.2 + §5.2.2: L2 between the masked images (benign and adversarial), by hand, then SciPy's Ward."""
+    pair = 1
+    benign_maps, adv_maps = session.feature_maps(pair)
+    thresholds = torch.from_numpy(session.store.load("statistics", "neuron_threshold"))[:, None, None]
+    benign_img, adv_img = (torch.from_numpy(a[0]) for a in session.pair_images([pair]))  # (1, 8, 8)
+    up = torch.nn.functional.interpolate
+    benign_mask = up(benign_maps[None], size=(8, 8), mode="bilinear")[0] > thresholds
+    adv_mask = up(adv_maps[None], size=(8, 8), mode="bilinear")[0] > thresholds
+    features = np.concatenate([(benign_img * benign_mask).reshape(6, -1).numpy(),
+                               (adv_img * adv_mask).reshape(6, -1).numpy()], axis=1).astype(np.float64)
+    tree = session.clustering(pair)
+    np.testing.assert_allclose(tree.distances_, pdist(features), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(tree.linkage_, hierarchy.linkage(pdist(features), "ward"), rtol=1e-6, atol=1e-7)
+    masks = np.concatenate([benign_mask.reshape(6, -1).numpy(), adv_mask.reshape(6, -1).numpy()], axis=1)
+    np.testing.assert_allclose(session.clustering(pair, "mask_l2", "average").linkage_,
+                               hierarchy.linkage(pdist(masks.astype(np.float64)), "average"), atol=1e-7)
+    assert session.clustering(pair, "rf_iou").method_ == "complete"
+
+
 def test_context_images_are_the_true_top_m(session):
     pairs = np.arange(session.num_pairs)
     top = session.context(2, pairs, m=3, by="activation")
@@ -176,21 +300,23 @@ def test_a_callers_model_is_never_moved(store_path, module_model):
     assert all(b.device.type == "cpu" for b in module_model.buffers())
 
 
-@pytest.fixture
-def user_model_store(tmp_path, module_model, module_data, monkeypatch):
+@pytest.fixture(scope="module")
+def user_model_store(tmp_path_factory, module_model, module_data):
     """A store of a ``module.path:factory`` model (not built in) and the weights file it recorded."""
-    (tmp_path / "tinymodel.py").write_text(
+    folder = tmp_path_factory.mktemp("user_model")
+    (folder / "tinymodel.py").write_text(
         "from conftest import tiny_net\n\ndef build():\n    net = tiny_net()\n"
         "    net.mean, net.std, net.input_shape = (0.5,), (0.25,), (1, 8, 8)\n    return net\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    weights = tmp_path / "w.safetensors"
+    weights = folder / "w.safetensors"
     save_file({k: v.contiguous() for k, v in module_model.net.state_dict().items()}, str(weights))
     from advlens.models import load_model
 
-    model = load_model("tinymodel:build", weights, class_names=module_data.class_names)
-    store = prepare(_config(model="tinymodel:build", weights=str(weights)), tmp_path / "s", model=model,
-                    data=module_data)
-    return store, weights
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(folder))
+        model = load_model("tinymodel:build", weights, class_names=module_data.class_names)
+        store = prepare(_config(model="tinymodel:build", weights=str(weights)), folder / "s", model=model,
+                        data=module_data)
+        yield store, weights
 
 
 def test_store_named_code_runs_only_when_trusted(user_model_store, module_model):
@@ -210,7 +336,7 @@ def test_model_with_other_weights_is_refused(user_model_store, module_model, tmp
     monkeypatch.setattr(session, "_weights_path", lambda: other_file)
     with pytest.raises(StoreError, match="differ from those the store"):
         _ = session.model
-    shifted = trained_tiny_model(tiny_dataset())
+    shifted = copy.deepcopy(module_model)
     with torch.no_grad():
         shifted.net[0].bias += 0.01
     with pytest.raises(StoreError, match="model passed to Session"):

@@ -147,25 +147,59 @@ class NeuronAnalysis(SessionCore):
         return measures.contribution_curves(benign, adversarial, self._statistics["dense_weight"], info["label"],
                                             info["adv_pred"])
 
-    def bands(self, level: float = measures.DEFAULT_CONFIDENCE, kind: str = "ci") -> measures.Bands:
-        """Class bands of activation × weight: confidence interval of the mean at ``level`` (``"ci"``)
-        or the central ``level`` percentile range (``"percentile"``). Shape: (C, D) each."""
-        stats = self._statistics
+    @property
+    def band_kind(self) -> str:
+        """The store's default band kind (one of ``measures.BAND_KINDS``; stores without it: the library's)."""
+        return str(self._statistics_attrs.get("band_kind", measures.DEFAULT_BAND_KIND))
 
-        def compute():
-            if kind == "ci":
-                return measures.class_bands(stats["class_mean"], stats["class_std"], stats["class_count"], level)
-            if kind == "percentile":
-                tail = 50.0 * (1.0 - level)
-                return measures.percentile_bands(stats["class_percentiles"],
-                                                 self._statistics_attrs["percentile_levels"], tail, 100.0 - tail)
-            raise ValueError(f"kind must be 'ci' or 'percentile', got {kind!r}")
-        return self._cached(("bands", level, kind), compute)
+    @property
+    def band_level(self) -> float:
+        """The store's default band level (for :attr:`band_kind`)."""
+        return float(self._statistics_attrs.get("band_level", measures.BAND_LEVELS[self.band_kind]))
 
-    def band_gap(self, pair: int, level: float = measures.DEFAULT_CONFIDENCE, kind: str = "ci") -> torch.Tensor:
-        """Band gap per neuron for the pair's benign and adversarial classes. Shape: (D,)."""
+    def _band_choice(self, level: float | None, kind: str | None) -> tuple[str, float]:
+        """``(kind, level)`` with the store's defaults filled in: no kind → :attr:`band_kind`; no level →
+        :attr:`band_level` for that kind, else the kind's own default (``measures.BAND_LEVELS``)."""
+        kind = self.band_kind if kind is None else kind
+        if level is None:
+            level = self.band_level if kind == self.band_kind else measures.BAND_LEVELS.get(kind, 0.5)
+        measures.check_band(kind, level)
+        return kind, float(level)
+
+    def bands(self, level: float | None = None, kind: str | None = None) -> measures.Bands:
+        """Class bands of activation × weight (see :mod:`advlens.measures.bands`): ``"ci"``, the
+        confidence interval of the class mean at ``level``; ``"percentile"``, the central ``level`` share of
+        the class distribution (0.8: 10th–90th percentiles). Defaults: the store's :attr:`band_kind` and
+        :attr:`band_level`.
+
+        Shape: low, high (C, D) float32.
+        """
+        kind, level = self._band_choice(level, kind)
+        return self._cached(("bands", kind, level), lambda: measures.bands_of_kind(
+            self._statistics, kind, level, self._statistics_attrs.get("percentile_levels")))
+
+    def band_gap(self, pair: int, level: float | None = None, kind: str | None = None) -> torch.Tensor:
+        """Band gap per neuron for the pair's benign and adversarial classes (> 0 excited, < 0 inhibited).
+
+        Shape: (D,) float32.
+        """
         info = self.pair_info(pair)
         return measures.pair_band_gap(self.bands(level, kind), info["label"], info["adv_pred"])
+
+    def band_regions(self, pairs: Sequence[int] | None = None, level: float | None = None,
+                     kind: str | None = None) -> np.ndarray:
+        """Per pair, the shares of neurons in Fig. 4's regions A (band gap > 0, excited), B (= 0) and C
+        (< 0, inhibited); average the rows for a store-wide figure (``benchmarks/band_regions.py``).
+
+        Shape: (len(pairs), 3) float64, rows summing to 1 (default: every pair).
+        """
+        ids = np.arange(self.num_pairs) if pairs is None else self.check_pairs(pairs)
+        bands = self.bands(level, kind)
+        cells = np.stack([self.table["label"][ids], self.table["adv_pred"][ids]], axis=1)
+        unique, inverse = np.unique(cells, axis=0, return_inverse=True)
+        shares = np.stack([measures.band_regions(measures.pair_band_gap(bands, int(b), int(a)))
+                           for b, a in unique]) if len(unique) else np.zeros((0, 3))
+        return shares[inverse.reshape(-1)] if len(ids) else np.zeros((0, 3))
 
     def substitution(self, pair: int) -> measures.NeuronSubstitution:
         """Probability changes when one neuron at a time takes its adversarial pooled value."""
@@ -180,15 +214,17 @@ class NeuronAnalysis(SessionCore):
         return self._cached(("substitution", pair), compute)
 
     def neuron_ranking(self, pair: int, measure: str = "band_gap", *, top_percent: float = 20.0,
-                       quantile: float | None = None, level: float = measures.DEFAULT_CONFIDENCE,
-                       k: int = 2, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                       quantile: float | None = None, level: float | None = None, k: int = 2, stride: int = 1,
+                       kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Neuron order (most vulnerable first) and the score of each neuron, by a :data:`NEURON_MEASURES`.
+
+        ``level`` and ``kind`` choose the bands of ``"band_gap"`` (default: the store's, see :meth:`bands`).
 
         Shape: order (K,) int64; scores (K,) float32 indexed by neuron id.
         """
         if measure == "band_gap":
             curves = self.curves(pair)
-            scores = self.band_gap(pair, level).numpy()
+            scores = self.band_gap(pair, level, kind).numpy()
             return measures.rank_band_gap(scores, "signed", (curves.adversarial - curves.benign).numpy()), scores
         if measure in ("iou_bmap", "iou_amap"):
             result = self.image_perturbation(pair, top_percent, quantile, k, stride)
@@ -202,9 +238,16 @@ class NeuronAnalysis(SessionCore):
         raise ValueError(f"measure must be one of {NEURON_MEASURES}, got {measure!r}")
 
     # ------------------------------------------------------------------ clustering (§5.2.2)
-    def clustering(self, pair: int, metric: str = "rf_l2", method: str = "average",
+    def clustering(self, pair: int, metric: str = measures.DEFAULT_METRIC, method: str | None = None,
                    quantile: float | None = None) -> measures.NeuronClustering:
-        """Hierarchical clustering of the analysed layer's neurons for a pair (§5.2.2)."""
+        """Hierarchical clustering of the analysed layer's neurons for a pair (§5.2.2).
+
+        ``metric``: ``"rf_l2"`` (default: L2 between the RF images — benign and adversarial image masked by
+        the neuron's RFs, concatenated), ``"mask_l2"``, ``"rf_iou"`` or ``"activation_l2"``; ``method``:
+        the linkage (default ``"ward"``; ``"complete"`` for ``"rf_iou"``); see
+        :mod:`advlens.measures.clustering` for why.
+        """
+        method = measures.default_method(metric) if method is None else method
         key = ("cluster", self.check_pair(pair), metric, method, quantile)
 
         def compute():
@@ -212,11 +255,15 @@ class NeuronAnalysis(SessionCore):
                 benign, adversarial = self.feature_maps(pair)
             else:
                 benign, adversarial = self.receptive_fields(pair, quantile)
+                if metric == "rf_l2":
+                    images = self.pair_images([pair])
+                    benign = measures.rf_images(torch.from_numpy(images[0][0]), benign)
+                    adversarial = measures.rf_images(torch.from_numpy(images[1][0]), adversarial)
             return measures.NeuronClustering(metric, method).fit(benign, adversarial)
         return self._cached(key, compute)
 
-    def cluster_members(self, pair: int, nodes: int | Sequence[int], metric: str = "rf_l2",
-                        method: str = "average", quantile: float | None = None) -> np.ndarray:
+    def cluster_members(self, pair: int, nodes: int | Sequence[int], metric: str = measures.DEFAULT_METRIC,
+                        method: str | None = None, quantile: float | None = None) -> np.ndarray:
         """Neurons under dendrogram node(s) of :meth:`clustering` (SciPy node ids, checked).
 
         Shape: returns int64 sorted unique neuron ids.

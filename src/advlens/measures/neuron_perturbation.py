@@ -4,14 +4,7 @@ Curves: a neuron's *contribution* to a class logit is its pooled activation × t
 that class. The benign curve uses the benign image and the benign class's weights, the adversarial
 curve the adversarial image and the adversarial class's weights.
 
-Bands: per class c, a confidence interval of the mean contribution over the correctly predicted
-benign images of c (store: ``class_mean``, ``class_std``, ``class_count``), or a percentile band
-(store: ``class_percentiles``). The benign band of a pair is that of the benign class; the
-adversarial band is the class-level band of the *adversarial class* (its benign images × its
-weights), as the case study of Fig. 6 reads.
-
-Band gap (§5.2.1): ``CU_a − CL_b`` if ``CL_b > CU_a`` (negative: inhibited by the attack),
-``CL_a − CU_b`` if ``CL_a > CU_b`` (positive: excited), else 0.
+Bands and band gaps: :mod:`advlens.measures.bands`.
 
 Direct form: substitute one neuron's benign pooled activation by its adversarial value and record
 the probability changes, for all neurons in one batched pass through the dense head.
@@ -19,33 +12,13 @@ the probability changes, for all neurons in one batched pass through the dense h
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
-import numpy as np
 import torch
-from scipy import stats
 
-from advlens.measures._tensors import ArrayLike, as_numpy, as_tensor, interpolate_level
-from advlens.measures.ranking import rank_descending
+from advlens.measures._tensors import ArrayLike, as_tensor
 from advlens.measures.substitution import probability_changes
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_CONFIDENCE = 0.95
-"""Default confidence level of the class bands."""
-
-
-class Bands(NamedTuple):
-    """Lower and upper band bounds per class and neuron.
-
-    Shape:
-        low, high: float32 (C, D), or (D,) after selecting a class.
-    """
-
-    low: torch.Tensor
-    high: torch.Tensor
 
 
 class ContributionCurves(NamedTuple):
@@ -95,100 +68,6 @@ def contribution_curves(benign_pooled: ArrayLike, adversarial_pooled: ArrayLike,
     """
     return ContributionCurves(contributions(benign_pooled, weight, benign_class),
                               contributions(adversarial_pooled, weight, adversarial_class))
-
-
-def class_bands(class_mean: ArrayLike, class_std: ArrayLike, class_count: ArrayLike,
-                level: float = DEFAULT_CONFIDENCE) -> Bands:
-    """Confidence intervals of the class means: ``mean ± t_{(1+level)/2, n−1} · std / √n``.
-
-    ``class_std`` is taken as the sample standard deviation (ddof = 1). Classes with fewer than two
-    images carry no interval: their band is (−inf, +inf), so their band gaps are 0.
-
-    Shape:
-        class_mean, class_std: (C, D); class_count: (C,); returns :class:`Bands` float32 (C, D).
-    """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"confidence level must be in (0, 1), got {level}")
-    mean = as_numpy(class_mean).astype(np.float64)
-    std = as_numpy(class_std).astype(np.float64)
-    count = as_numpy(class_count).astype(np.float64).reshape(-1)
-    if mean.shape != std.shape or mean.ndim != 2 or count.size != mean.shape[0]:
-        raise ValueError(f"class_mean {mean.shape}, class_std {std.shape} and class_count ({count.size},) "
-                         "do not match (C, D), (C, D), (C,)")
-    valid = count >= 2
-    if not valid.all():
-        logger.warning("classes %s have fewer than 2 images: their bands are unbounded",
-                       np.flatnonzero(~valid).tolist())
-    dof = np.where(valid, count - 1, 1.0)
-    half = stats.t.ppf((1.0 + level) / 2.0, dof)[:, None] * std / np.sqrt(np.where(valid, count, 1.0))[:, None]
-    half = np.where(valid[:, None], half, np.inf)
-    return Bands(torch.from_numpy((mean - half).astype(np.float32)), torch.from_numpy((mean + half).astype(np.float32)))
-
-
-def percentile_bands(class_percentiles: ArrayLike, percentile_levels: Sequence[float] | ArrayLike,
-                     low: float | None = None, high: float | None = None) -> Bands:
-    """Bands between two percentiles of the class contributions (an option to :func:`class_bands`).
-
-    ``low`` and ``high`` are in the units of ``percentile_levels`` (default: the lowest and the
-    highest stored level); levels between stored ones are linearly interpolated.
-
-    Shape:
-        class_percentiles: (P, C, D); percentile_levels: (P,); returns :class:`Bands` float32 (C, D).
-    """
-    levels = as_numpy(percentile_levels).astype(np.float64).reshape(-1)
-    low = float(levels[0]) if low is None else low
-    high = float(levels[-1]) if high is None else high
-    if low > high:
-        raise ValueError(f"low percentile {low} is above high percentile {high}")
-    table = as_numpy(class_percentiles)
-    if table.ndim != 3:
-        raise ValueError(f"class_percentiles must be (P, C, D), got shape {table.shape}")
-    lower = interpolate_level(table, levels, low, what="percentile level")
-    upper = interpolate_level(table, levels, high, what="percentile level")
-    return Bands(torch.from_numpy(lower.astype(np.float32)), torch.from_numpy(upper.astype(np.float32)))
-
-
-def band_gap(adv_low: ArrayLike, adv_high: ArrayLike, benign_low: ArrayLike, benign_high: ArrayLike) -> torch.Tensor:
-    """Band gap of paper 001, §5.2.1, elementwise.
-
-    ``CU_a − CL_b`` if ``CL_b > CU_a`` (adversarial band below the benign one: negative, inhibited);
-    ``CL_a − CU_b`` if ``CL_a > CU_b`` (above: positive, excited); 0 when the bands overlap.
-
-    Shape:
-        all inputs broadcastable, typically (D,); returns float32 of the broadcast shape.
-    """
-    cl_a = as_tensor(adv_low, dtype=torch.float32)
-    cu_a = as_tensor(adv_high, cl_a.device, torch.float32)
-    cl_b = as_tensor(benign_low, cl_a.device, torch.float32)
-    cu_b = as_tensor(benign_high, cl_a.device, torch.float32)
-    zero = torch.zeros((), device=cl_a.device)
-    return torch.where(cl_b > cu_a, cu_a - cl_b, torch.where(cl_a > cu_b, cl_a - cu_b, zero))
-
-
-def pair_band_gap(bands: Bands, benign_class: int, adversarial_class: int) -> torch.Tensor:
-    """Band gap of a pair: the adversarial class's band against the benign class's band.
-
-    Shape:
-        bands: :class:`Bands` (C, D); returns float32 (D,).
-    """
-    return band_gap(bands.low[adversarial_class], bands.high[adversarial_class],
-                    bands.low[benign_class], bands.high[benign_class])
-
-
-def rank_band_gap(gap: ArrayLike, by: str = "signed", tiebreak: ArrayLike | None = None) -> np.ndarray:
-    """Neuron order for the Neuron Vulnerability View.
-
-    ``"signed"`` (Fig. 4): largest positive gap first (excited), zeros in the middle, most negative
-    last (inhibited); ``"magnitude"``: largest |gap| first. Ties (e.g. the zero region) follow
-    ``tiebreak`` descending (e.g. adversarial curve − benign curve), then neuron index.
-
-    Shape:
-        gap: (D,); tiebreak: (D,) or None; returns int64 (D,).
-    """
-    if by not in ("signed", "magnitude"):
-        raise ValueError(f"by must be 'signed' or 'magnitude', got {by!r}")
-    scores = as_numpy(gap).astype(np.float64)
-    return rank_descending(np.abs(scores) if by == "magnitude" else scores, tiebreak)
 
 
 @torch.no_grad()

@@ -28,7 +28,12 @@ from advlens.store import AnalysisStore, StageWriter
 
 logger = logging.getLogger(__name__)
 CLASS_CI_LEVEL = 0.95
-PERCENTILE_LEVELS = (2.5, 5.0, 25.0, 50.0, 75.0, 95.0, 97.5)
+PERCENTILE_LEVELS = (2.5, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 97.5)
+"""Stored percentiles of each class's activation × weight: the bounds of the central 50, 80, 90 and 95%
+percentile bands, exactly (other levels are interpolated)."""
+BAND_KIND = measures.DEFAULT_BAND_KIND
+BAND_LEVEL = measures.DEFAULT_BAND_LEVEL
+"""The store's default band (attrs ``band_kind``, ``band_level``): see ``advlens.measures.bands``."""
 QUANTILE_LEVELS = (0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 0.995)
 DEFAULT_RF_QUANTILE = 0.9
 MAX_THRESHOLD_IMAGES = 2000
@@ -263,7 +268,8 @@ def run_statistics(ctx: StageContext, out: StageWriter) -> dict:
     out.array("neuron_threshold", quantiles[QUANTILE_LEVELS.index(DEFAULT_RF_QUANTILE)])
     out.array("neuron_mean", neuron_mean)
     out.array("neuron_max", neuron_max)
-    out.attrs(ci_level=CLASS_CI_LEVEL, percentile_levels=list(PERCENTILE_LEVELS),
+    out.attrs(ci_level=CLASS_CI_LEVEL, percentile_levels=list(PERCENTILE_LEVELS), band_kind=BAND_KIND,
+              band_level=BAND_LEVEL,
               quantile_levels=list(QUANTILE_LEVELS), default_quantile=DEFAULT_RF_QUANTILE,
               threshold_images=int(len(sample)))
     return {}
