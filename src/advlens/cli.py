@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import sys
@@ -10,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from advlens.errors import AdvlensError
+from advlens.store.manifest import STAGES
 
 logger = logging.getLogger("advlens")
 
@@ -22,12 +24,6 @@ def parse_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
 
 
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _add_prepare(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("prepare", help="attack a dataset and write an analysis store",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -35,7 +31,8 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
                    help="fashion-resnet, cifar-resnet18 or module.path:factory")
     p.add_argument("--weights", help="weights file (.safetensors or a torch state dict)")
     p.add_argument("--trust-pickle", action="store_true",
-                   help="allow full unpickling of a torch checkpoint (only for files you trust)")
+                   help="allow full unpickling of a torch checkpoint (only for files you trust); the store keeps "
+                        "a safetensors copy of the weights, so opening the store later needs no unpickling")
     p.add_argument("--layer", dest="analysed_layer", help="analysed layer (dotted name); default: last conv stage")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, cifar10, folder, npz or FILE.npz")
     p.add_argument("--split", default="test", help="train or test")
@@ -55,12 +52,15 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--overwrite", action="store_true", help="replace a store of another configuration")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a store of another configuration, or one whose manifest is damaged (only what "
+                        "advlens wrote is removed; a folder that is not an advlens store is refused)")
+    p.add_argument("--redo", choices=STAGES, metavar="STAGE",
+                   help=f"compute STAGE and the stages after it again, e.g. after `advlens info --verify` found "
+                        f"it damaged ({', '.join(STAGES)})")
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from advlens.models import load_model
-    from advlens.data import load_dataset
     from advlens.pipeline import PrepareConfig, prepare
 
     config = PrepareConfig(
@@ -68,15 +68,9 @@ def _prepare(args: argparse.Namespace) -> int:
         split=args.split, data_dir=args.data_dir, limit=args.limit, attack=args.attack, eps=args.eps,
         alpha=args.alpha, steps=args.steps, norm=args.norm, targeted=args.targeted,
         target_class=args.target_class, random_start=args.random_start, adversarial_file=args.adversarial_file,
-        seed=args.seed, batch_size=args.batch_size, device=args.device or _default_device(),
+        seed=args.seed, batch_size=args.batch_size, device=args.device, trust_pickle=args.trust_pickle,
     )
-    if config.batch_size < 1 or (config.limit is not None and config.limit < 1):
-        raise AdvlensError("--batch-size and --limit must be positive")
-    data = load_dataset(config.dataset, config.split, config.data_dir)
-    model = load_model(config.model, config.weights, class_names=data.class_names,
-                       input_shape=tuple(data.image_shape), analysed_layer=config.analysed_layer,
-                       trust_pickle=args.trust_pickle, device=config.device)
-    store = prepare(config, args.out, overwrite=args.overwrite, model=model, data=data)
+    store = prepare(config, args.out, overwrite=args.overwrite, redo=args.redo)  # checks everything first
     _print_summary(store)
     print(f"analysis store ready: {Path(args.out).resolve()}")
     return 0
@@ -98,15 +92,40 @@ def _info(args: argparse.Namespace) -> int:
           f"advlens {store.manifest['advlens_version']})")
     print(f"  model {config['model']['spec']}, layer {config['model']['analysed_layer']}; "
           f"dataset {config['dataset']['name']}/{config['dataset']['split']}; attack {json.dumps(config['attack'])}")
+    weights = store.manifest.get("weights")
+    if weights:
+        print(f"  weights {weights['file']} (copied from {weights['source']})")
     _print_summary(store)
-    missing = [s for s in ("predict", "attack", "activations", "statistics", "projections")
-               if s not in store.finished_stages]
+    missing = [s for s in STAGES if s not in store.finished_stages]
     if missing:
         print(f"  unfinished stages: {', '.join(missing)} (run the same `advlens prepare` again to resume)")
-    return 0
+    if not args.verify:
+        return 0
+    results = store.verify()
+    damaged = {name: problem for name, problem in results.items() if problem}
+    for name, problem in damaged.items():
+        print(f"  DAMAGED {name}: {problem}")
+    if not damaged:
+        print(f"  verified: all {len(results)} arrays and files match the digests recorded when they were written")
+        return 0
+    stages = sorted({name.split("/")[0] for name in damaged if "/" in name}, key=STAGES.index)
+    print(f"advlens info: {len(damaged)} of {len(results)} arrays and files are damaged; rebuild with:",
+          file=sys.stderr)
+    for stage in stages[:1]:  # redoing the first damaged stage recomputes the later ones too
+        print(f"  {store.rebuild_command(stage)}", file=sys.stderr)
+    if not stages:  # only the weights
+        print(f"  {store.rebuild_command()}", file=sys.stderr)
+    return 1
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
@@ -117,7 +136,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
                    help="interface to bind; anything but 127.0.0.1 exposes the app to the network")
     p.add_argument("--port", type=int, default=8050, help="port to listen on")
     p.add_argument("--device", help="cpu or cuda for on-demand computations (default: cuda when available)")
-    p.add_argument("--debug", action="store_true", help="Dash debug mode (reloader off; for development)")
+    p.add_argument("--trust-store-code", action="store_true",
+                   help="open a store whose model spec is module.path:factory. Loading that model imports the "
+                        "module and runs the factory, i.e. runs Python code named by the store: pass this only "
+                        "for stores you prepared yourself or otherwise trust. Built-in models need no flag")
+    p.add_argument("--debug", action="store_true",
+                   help="Dash debug mode (reloader off; for development). It exposes Werkzeug's interactive "
+                        "debugger, which runs any Python code sent to it, so it is refused unless --host is a "
+                        "loopback address")
 
 
 def _check_port(host: str, port: int) -> None:
@@ -141,10 +167,24 @@ def _serve(args: argparse.Namespace) -> int:
         raise AdvlensError(f"the web app needs Dash and Plotly ({exc}); install them with "
                            "`pip install 'advlens[app]'`") from exc
     from advlens.analysis import Session
+    from advlens.models.registry import BUILTINS
+    from advlens.pipeline.config import check_device
+    from advlens.store import open_store
 
     if not 0 < args.port < 65536:
         raise AdvlensError(f"--port must be in 1..65535, got {args.port}")
-    session = Session(args.store, device=args.device)
+    if args.debug and not _is_loopback(args.host):
+        raise AdvlensError(f"--debug exposes Werkzeug's debugger, which runs any code sent to it: it is refused "
+                           f"on --host {args.host}; use it with --host 127.0.0.1 only")
+    device = check_device(args.device)
+    spec = open_store(args.store).config["model"]["spec"]
+    if spec not in BUILTINS and not args.trust_store_code:
+        raise AdvlensError(
+            f"the store at {args.store} was prepared with the model spec {spec!r}: opening it imports the module "
+            f"{spec.partition(':')[0]!r} and runs its factory, i.e. runs Python code the store names. Pass "
+            "--trust-store-code if you prepared this store yourself or otherwise trust that code"
+        )
+    session = Session(args.store, device=device, trust_store_code=args.trust_store_code)
     _check_port(args.host, args.port)
     try:  # load the model now: a mismatch is reported at start, not at the first vulnerability map
         session.model
@@ -152,7 +192,7 @@ def _serve(args: argparse.Namespace) -> int:
         logger.warning("vulnerability maps and the substitution measure are unavailable: %s", exc)
     app = create_app(session)
     logging.getLogger("werkzeug").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # no line per request
-    if args.host not in LOOPBACK:
+    if not _is_loopback(args.host):
         logger.warning("serving on %s: anyone who can reach this machine can use the app and see the store",
                        args.host)
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -165,10 +205,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from advlens.pipeline.config import check_device
     from advlens.training.train_demo import train_demo_model
 
+    device = check_device(args.device)
     accuracy = train_demo_model(args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                data_dir=args.data_dir, device=args.device or _default_device())
+                                data_dir=args.data_dir, device=device)
     print(f"test accuracy {accuracy:.4f}; weights written to {args.out}")
     return 0
 
@@ -178,8 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_prepare(commands)
-    info = commands.add_parser("info", help="summarize an analysis store")
+    info = commands.add_parser("info", help="summarize an analysis store (and verify it)")
     info.add_argument("store")
+    info.add_argument("--verify", action="store_true",
+                      help="read every array and the weights and compare them with the digests recorded when they "
+                           "were written; exit status 1 and the damaged arrays when any differ")
     _add_serve(commands)
     from advlens.models.registry import demo_weights_path
 
@@ -205,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except AdvlensError as exc:
         print(f"advlens {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a folder that is not writable, ...: one line, not a traceback
+        logger.debug("file operation failed", exc_info=True)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"advlens {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"advlens {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
