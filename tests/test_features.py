@@ -10,17 +10,20 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from conftest import tiny_dataset, trained_tiny_model
+from conftest import DEMO_WEIGHTS, FASHION_DIR, tiny_dataset, trained_tiny_model
 from torch import nn
 
 from advlens.errors import DatasetError, ModelError
-from advlens.features import RFGeometry, crop_patches, dataset_examples, dataset_examples_for_layers
+import advlens
+from advlens.features import crop_patches, dataset_examples, dataset_examples_for_layers
+from advlens.features.patches import as_receptive_field
 from advlens.features.taps import tapped_forward
 from advlens.models import AnalysedModel
+from advlens.models.receptive_field import ReceptiveField
 
 # One convolution, kernel 3, stride 2, padding 1: unit i sees input pixels 2i − 1 … 2i + 1 (by hand),
 # i.e. RF size 3, jump 2, start −1.
-TOY_RF = (3, 2, -1)
+TOY_RF = ReceptiveField(size=(3, 3), jump=(2, 2), start=(-1, -1), input_size=(8, 8))
 
 
 class Bomb(nn.Module):
@@ -114,7 +117,8 @@ def test_patch_around_a_bright_pixel_is_the_hand_computed_window():
     model = toy_model()
     image = torch.arange(64, dtype=torch.float32).view(1, 1, 8, 8) / 128  # distinct values < 0.5
     image[0, 0, 0, 4] = 1.0  # channel 0 (the centre pixel) peaks at unit (0, 2): RF rows −1…1, cols 3…5
-    examples = dataset_examples(model, "conv", image, k=1, rf=TOY_RF, pad_value=-1.0)
+    examples = dataset_examples(model, "conv", image, k=1, pad_value=-1.0)  # the RF from model.graph
+    assert (examples.rf.size, examples.rf.jump, examples.rf.start) == (TOY_RF.size, TOY_RF.jump, TOY_RF.start)
     assert examples.positions[0, 0].tolist() == [0, 2]
     assert examples.windows[0, 0].tolist() == [-1, 3, 2, 6]
     expected = torch.full((1, 3, 3), -1.0)
@@ -132,23 +136,25 @@ def test_rf_larger_than_the_image_gives_centred_image_sized_patches():
     # image's) covers rows 2i − 4 … 2i + 3.
     image = torch.arange(64, dtype=torch.float32).view(1, 1, 8, 8)
     rows, cols = torch.tensor([2, 0]), torch.tensor([2, 3])
-    patches, windows = crop_patches(image.expand(2, -1, -1, -1), rows, cols, RFGeometry(11, 2, -5), pad_value=-7)
+    rf = as_receptive_field((11, 2, -5), (8, 8))
+    patches, windows = crop_patches(image.expand(2, -1, -1, -1), rows, cols, rf, pad_value=-7)
     assert patches.shape == (2, 1, 8, 8)
     assert windows.tolist() == [[0, 0, 8, 8], [-4, 2, 4, 10]]
     assert torch.equal(patches[0], image[0])
     assert torch.equal(patches[1], hand_patch(image[0], -4, 2, 8, -7))
 
 
-def test_rf_geometry_accepts_triples_and_objects_and_rejects_nonsense():
-    class Graphish:
-        size, stride, center = (5, 5), (2, 2), (0.0, 0.0)  # centre 0 with size 5 → start −2
-
-    assert RFGeometry.coerce(TOY_RF) == RFGeometry((3, 3), (2, 2), (-1, -1))
-    assert RFGeometry.coerce(Graphish()) == RFGeometry(5, 2, -2)
-    with pytest.raises(ModelError, match="size and jump"):
-        RFGeometry(0, 1, 0)
+def test_explicit_rf_triples_override_the_graph_and_nonsense_is_refused():
+    model = toy_model()
+    assert as_receptive_field((3, 2, -1), (8, 8)) == TOY_RF
+    examples = dataset_examples(model, "conv", grid_images(16), k=2, rf=(5, 2, -2))
+    assert examples.patches.shape == (3, 2, 1, 5, 5)
+    r, c = examples.positions[0, 0].tolist()
+    assert examples.windows[0, 0].tolist() == [2 * r - 2, 2 * c - 2, 2 * r + 3, 2 * c + 3]
+    with pytest.raises(ModelError, match="size and jump must be ≥ 1"):
+        as_receptive_field((0, 1, 0), (8, 8))
     with pytest.raises(ModelError, match="cannot read a receptive field"):
-        RFGeometry.coerce(object())
+        as_receptive_field(object(), (8, 8))
 
 
 # ------------------------------------------------------------------------------------ dataset examples
@@ -159,7 +165,7 @@ def test_top_k_matches_a_plain_loop_with_exact_ties_on_the_hand_set_toy():
     images = grid_images(23)
     k = 4
     values, positions = plain_loop_peaks(model.net, "conv", images)
-    examples = dataset_examples(model, "conv", images, k=k, batch_size=5, rf=TOY_RF, pad_value=-1.0)
+    examples = dataset_examples(model, "conv", images, k=k, batch_size=5, pad_value=-1.0)
     assert examples.num_images == 23 and examples.k == k and examples.num_channels == 3
     ties = 0
     for channel in range(3):
@@ -179,8 +185,10 @@ def test_several_layers_from_an_iterable_of_uneven_batches_match_a_plain_loop():
     model = trained_tiny_model(tiny_dataset(), steps=20)
     batches = (data.images[a:b] for a, b in [(0, 7), (7, 8), (8, 30), (30, 45)])
     batches = ((images, torch.zeros(len(images))) for images in batches)  # (images, labels) pairs
-    rfs = {"0": (3, 1, -1), "2": (5, 2, -2)}  # the two convolutions (pre-ReLU: no dead-channel ties)
-    result = dataset_examples_for_layers(model, ["0", "2"], batches, k=5, rf=rfs)
+    # the two convolutions (pre-ReLU: no dead-channel ties)
+    result = dataset_examples_for_layers(model, ["0", "2"], batches, k=5)
+    assert (result["0"].rf.size, result["0"].rf.jump, result["0"].rf.start) == ((3, 3), (1, 1), (-1, -1))
+    assert (result["2"].rf.size, result["2"].rf.jump, result["2"].rf.start) == ((5, 5), (2, 2), (-2, -2))
     for layer, channels in (("0", 4), ("2", 6)):
         values, positions = plain_loop_peaks(model.net, layer, model.normalize(data.images))
         examples = result[layer]
@@ -193,10 +201,35 @@ def test_several_layers_from_an_iterable_of_uneven_batches_match_a_plain_loop():
             assert examples.positions[channel].tolist() == [list(positions[i][channel]) for i in ranked[:5]]
 
 
+def test_functional_layer_of_the_demo_model_matches_a_plain_loop_and_stops_there():
+    assert DEMO_WEIGHTS.is_file() and FASHION_DIR.is_dir(), "demo weights and dataset-fashion-mnist are shipped"
+    model = advlens.load_model("fashion-resnet")
+    images = advlens.load_dataset("fashion-mnist", split="test").images[:40]
+    later_calls = []
+    handle = model.net.layer2.conv1.register_forward_pre_hook(lambda *_: later_calls.append(1))
+    try:
+        examples = dataset_examples(model, "layer1.relu", images, k=3, batch_size=16)  # torch.relu in forward
+    finally:
+        handle.remove()
+    assert not later_calls, "the forward pass went beyond the layer"
+    assert examples.rf.size == (5, 5) and examples.patches.shape == (32, 3, 1, 5, 5)
+    # plain loop: relu(bn1(conv1(stem(x)))) image by image, from the modules themselves
+    net = model.net
+    with torch.no_grad():
+        maps = torch.cat([torch.relu(net.layer1.bn1(net.layer1.conv1(net.stem(model.normalize(x[None])))))
+                          for x in images])
+    peaks = maps.flatten(2).amax(dim=2)  # (N, 32)
+    for channel in (0, 7, 19, 31):
+        ranked = sorted(range(40), key=lambda i: (-float(peaks[i, channel]), i))[:3]
+        assert examples.indices[channel].tolist() == ranked
+        torch.testing.assert_close(examples.values[channel], peaks[ranked, channel])
+    assert_no_hooks(model)
+
+
 def test_truncated_forward_never_runs_later_layers_and_leaves_no_hook():
     model = toy_model()
     model.net.after.armed = True  # would raise if the pass went beyond "conv"
-    examples = dataset_examples(model, "conv", grid_images(16), k=2, rf=TOY_RF)
+    examples = dataset_examples(model, "conv", grid_images(16), k=2)
     assert examples.values.shape == (3, 2)
     assert_no_hooks(model)
     with pytest.raises(RuntimeError, match="boom"):
@@ -208,7 +241,7 @@ def test_no_hook_left_when_the_forward_pass_raises():
     model = toy_model(before=bomb)
     bomb.armed = True
     with pytest.raises(RuntimeError, match="boom"):
-        dataset_examples(model, "conv", grid_images(16), k=2, rf=TOY_RF)
+        dataset_examples(model, "conv", grid_images(16), k=2)
     assert_no_hooks(model)
     with pytest.raises(RuntimeError, match="boom"), tapped_forward(model, ["conv"]) as run:
         run(grid_images(2))
@@ -218,12 +251,12 @@ def test_no_hook_left_when_the_forward_pass_raises():
 def test_bad_input_is_reported_before_any_work():
     model = toy_model()
     with pytest.raises(DatasetError, match="only 3 images for k=10"):
-        dataset_examples(model, "conv", grid_images(16)[:3], rf=TOY_RF)
+        dataset_examples(model, "conv", grid_images(16)[:3])
     with pytest.raises(DatasetError, match="N×1×H×W"):
-        dataset_examples(model, "conv", torch.rand(12, 3, 8, 8), k=2, rf=TOY_RF)
+        dataset_examples(model, "conv", torch.rand(12, 3, 8, 8), k=2)
     with pytest.raises(ModelError, match="no layer named 'nope'"):
-        dataset_examples(model, "nope", grid_images(16), k=2, rf=TOY_RF)
-    with pytest.raises(ModelError, match="dataset examples need a spatial"):
-        dataset_examples(model, "fc", grid_images(16), k=2, rf=TOY_RF)
+        dataset_examples(model, "nope", grid_images(16), k=2)
+    with pytest.raises(ModelError, match="need a spatial"):
+        dataset_examples(model, "fc", grid_images(16), k=2)
     with pytest.raises(DatasetError, match="only 2 images for k=3"):
-        dataset_examples(model, "conv", iter([grid_images(2)]), k=3, rf=TOY_RF)
+        dataset_examples(model, "conv", iter([grid_images(2)]), k=3)

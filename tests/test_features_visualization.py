@@ -36,10 +36,17 @@ def grey_model() -> AnalysedModel:
 
 
 def mean_activations(model: AnalysedModel, layers: list[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Spatial mean of every channel of some modules' outputs, by plain forward hooks. Shape: (N, K) each."""
+    """Spatial mean of every channel of some modules' outputs, by plain forward hooks; a name ending in
+    ``.relu`` is a block's inner ``torch.relu(bn1(…))``, computed from ``bn1``'s output. Shape: (N, K) each."""
     store: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
-    handles = [find_module(model.net, layer).register_forward_hook(
-        lambda _m, _a, out, layer=layer: store[layer].append(out.mean(dim=(2, 3)))) for layer in layers]
+    handles = []
+    for layer in layers:
+        functional = layer.endswith(".relu")
+        module = find_module(model.net, layer.removesuffix(".relu") + ".bn1" if functional else layer)
+
+        def hook(_m, _a, out, layer=layer, functional=functional):
+            store[layer].append((torch.relu(out) if functional else out).mean(dim=(2, 3)))
+        handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
             for batch in images.split(500):
@@ -61,9 +68,16 @@ def test_demo_channels_beat_the_95th_percentile_of_1000_test_images():
     assert DEMO_WEIGHTS.is_file() and FASHION_DIR.is_dir(), "demo weights and dataset-fashion-mnist are shipped"
     model = advlens.load_model("fashion-resnet")
     background = advlens.load_dataset("fashion-mnist", split="test").images[:1000]
-    layers = {"layer2": [0, 31, 63], "layer4": [3, 128, 250]}
+    layers = {"layer2.relu": [0, 31, 63], "layer4": [3, 128, 250]}  # a functional ReLU and a block output
     background_means = mean_activations(model, list(layers), background)
     p95 = {layer: means.quantile(0.95, dim=0) for layer, means in background_means.items()}
+    later_calls = []
+    handle = model.net.layer3.conv1.register_forward_pre_hook(lambda *_: later_calls.append(1))
+    try:
+        images = feature_visualization(model, "layer2.relu", [0], steps=2)
+    finally:
+        handle.remove()
+    assert not later_calls, "the forward pass went beyond the visualised layer"
     for layer, channels in layers.items():
         images = feature_visualization(model, layer, channels, steps=32, lr=0.1)  # fast settings
         assert images.shape == (3, 1, 28, 28) and images.dtype == torch.float32

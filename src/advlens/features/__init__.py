@@ -5,9 +5,9 @@
   and the receptive-field patch around its peak, from one streaming pass over a dataset.
 """
 
-from advlens.features.examples import DatasetExamples, dataset_examples, dataset_examples_for_layers, receptive_field
-from advlens.features.receptive_field import RFGeometry, crop_patches
+from advlens.features.examples import DatasetExamples, dataset_examples, dataset_examples_for_layers
+from advlens.features.patches import crop_patches, patch_windows
 from advlens.features.visualization import feature_visualization
 
 __all__ = ["feature_visualization", "dataset_examples", "dataset_examples_for_layers", "DatasetExamples",
-           "RFGeometry", "crop_patches", "receptive_field"]
+           "crop_patches", "patch_windows"]

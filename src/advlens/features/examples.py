@@ -2,7 +2,7 @@
 
 An image's score for a channel is the channel's *maximal* activation over the feature map (its
 strongest unit); the patch shown is the theoretical receptive field of that unit (see
-:mod:`advlens.features.receptive_field`). The images are read in one streaming pass, batch by
+:mod:`advlens.features.patches`). The images are read in one streaming pass, batch by
 batch, keeping a running top-k per channel (:class:`~advlens.features.topk.RunningTopK`): memory is
 bounded by k × channels (plus one batch), never by the number of images. Ties rank the earlier
 image first; among equal maxima in one map, the first position in row-major order is the peak.
@@ -19,10 +19,11 @@ import torch
 
 from advlens.data import ImageDataset
 from advlens.errors import AdvlensError, DatasetError, ModelError
-from advlens.features.receptive_field import RFGeometry, crop_patches
+from advlens.features.patches import as_receptive_field, crop_patches, patch_windows
 from advlens.features.taps import tapped_forward
 from advlens.features.topk import RunningTopK, merge_payload
 from advlens.models.adapter import AnalysedModel
+from advlens.models.receptive_field import ReceptiveField
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class DatasetExamples:
     positions: torch.Tensor
     windows: torch.Tensor
     patches: torch.Tensor
-    rf: RFGeometry
+    rf: ReceptiveField
     num_images: int
 
     @property
@@ -58,14 +59,6 @@ class DatasetExamples:
     @property
     def k(self) -> int:
         return int(self.indices.shape[1])
-
-
-def receptive_field(model: AnalysedModel, layer: str) -> RFGeometry:
-    """The theoretical RF of ``layer`` read from the model graph (``model.graph.receptive_field``)."""
-    graph = getattr(model, "graph", None)
-    if graph is None or not hasattr(graph, "receptive_field"):
-        raise ModelError(f"this model offers no receptive-field geometry for {layer!r}; pass rf=(size, jump, start)")
-    return RFGeometry.coerce(graph.receptive_field(layer))
 
 
 def _batches(images: Images, batch_size: int, channels: int) -> Iterator[torch.Tensor]:
@@ -89,16 +82,13 @@ def _batches(images: Images, batch_size: int, channels: int) -> Iterator[torch.T
 class _LayerTopK:
     """Running top-k images, peak positions and patches of every channel of one layer."""
 
-    def __init__(self, layer: str, rf: RFGeometry, k: int, pad_value: float) -> None:
+    def __init__(self, layer: str, rf: ReceptiveField, k: int, pad_value: float) -> None:
         self.layer, self.rf, self.k, self.pad_value = layer, rf, k, pad_value
         self.tracker: RunningTopK | None = None
         self.positions = torch.empty(0)
         self.patches = torch.empty(0)
 
     def update(self, maps: torch.Tensor, batch: torch.Tensor) -> None:
-        if maps.ndim != 4:
-            raise ModelError(f"layer {self.layer!r} outputs shape {tuple(maps.shape)}; dataset examples need a "
-                             "spatial (N×K×h×w) layer")
         if self.tracker is None:
             self.tracker = RunningTopK(self.k, maps.shape[1], maps.device)
         width = maps.shape[3]
@@ -117,7 +107,7 @@ class _LayerTopK:
         tracker = self.tracker
         assert tracker is not None
         positions = self.positions.cpu()
-        windows = self.rf.windows(positions[..., 0].reshape(-1), positions[..., 1].reshape(-1), image_size)
+        windows = patch_windows(self.rf, positions[..., 0].reshape(-1), positions[..., 1].reshape(-1), image_size)
         return DatasetExamples(
             layer=self.layer, indices=tracker.indices.t().cpu().contiguous(),
             values=tracker.values.t().cpu().contiguous(), positions=positions.transpose(0, 1).contiguous(),
@@ -138,8 +128,8 @@ def dataset_examples_for_layers(model: AnalysedModel, layers: Sequence[str], ima
             (or of ``(images, labels)`` tuples), read once in order; image indices count from 0 over it.
         k: examples per channel.
         batch_size: images per forward pass when ``images`` is a tensor or dataset.
-        rf: per layer, its receptive field (``RFGeometry`` or ``(size, jump, start)``); default (and for
-            layers it leaves out): the model graph's.
+        rf: per layer, its receptive field (a ``ReceptiveField`` or ``(size, jump, start)``); default (and
+            for layers it leaves out): ``model.graph.receptive_field(layer)``.
         device: where to compute; default the model's (the model must already be there).
         pad_value: pixel value of patch pixels outside the image.
         progress: called with the number of images read so far after each batch.
@@ -161,8 +151,14 @@ def dataset_examples_for_layers(model: AnalysedModel, layers: Sequence[str], ima
     unknown = set(given) - set(layers)
     if unknown:
         raise ModelError(f"rf given for layer(s) not asked for: {', '.join(sorted(unknown))}")
-    geometry = {layer: RFGeometry.coerce(given[layer]) if layer in given else receptive_field(model, layer)
-                for layer in layers}
+    graph = model.graph
+    geometry = {}
+    for layer in layers:
+        if not graph[layer].spatial:
+            raise ModelError(f"layer {layer!r} outputs {tuple(graph[layer].shape)} per image; dataset examples "
+                             "need a spatial (K×h×w) layer")
+        geometry[layer] = (as_receptive_field(given[layer], graph.input_size) if layer in given
+                           else graph.receptive_field(layer))
     if isinstance(images, (torch.Tensor, ImageDataset)):
         count = len(images)
         if count < k:
@@ -190,8 +186,8 @@ def dataset_examples(model: AnalysedModel, layer: str, images: Images, k: int = 
                      progress: Callable[[int], None] | None = None) -> DatasetExamples:
     """Top-k dataset examples of every channel of ``layer``: see :func:`dataset_examples_for_layers`.
 
-    ``rf`` is the layer's receptive field (``RFGeometry`` or ``(size, jump, start)``); default: the model
-    graph's ``receptive_field(layer)``.
+    ``rf`` is the layer's receptive field (a ``ReceptiveField`` or ``(size, jump, start)``); default:
+    ``model.graph.receptive_field(layer)``.
     """
     return dataset_examples_for_layers(model, [layer], images, k=k, batch_size=batch_size,
                                        rf=None if rf is None else {layer: rf}, device=device,

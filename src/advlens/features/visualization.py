@@ -113,6 +113,10 @@ def feature_visualization(model: AnalysedModel, layer: str, channels: int | Sequ
     device = torch.device(device) if device is not None else model.device
     if device != model.device:
         raise ModelError(f"the model is on {model.device}, not {device}; move it first with model.to({str(device)!r})")
+    node = model.graph[layer]
+    if len(node.shape) < 1 or min(picked) < 0 or max(picked) >= node.channels:
+        raise ModelError(f"layer {layer!r} has {node.channels} channels; channels must lie in [0, {node.channels}), "
+                         f"got {picked}")
 
     generators = [channel_generator(seed, c) for c in picked]
     if parameterization == "pixel":
@@ -128,11 +132,6 @@ def feature_visualization(model: AnalysedModel, layer: str, channels: int | Sequ
     optimizer = torch.optim.Adam(image.parameters(), lr=lr, weight_decay=weight_decay)
 
     with tapped_forward(model, [layer]) as run:
-        with torch.no_grad():
-            probe = run(image())[layer]
-        if probe.ndim < 2 or max(picked) >= probe.shape[1] or min(picked) < 0:
-            raise ModelError(f"layer {layer!r} has {probe.shape[1] if probe.ndim >= 2 else 0} channels; "
-                             f"channels must lie in [0, {probe.shape[1] if probe.ndim >= 2 else 0}), got {picked}")
         for step in range(steps):
             output = run(affine_transform(image(), transforms[step]))[layer]
             loss = -channel_objective(output, targets).sum()
