@@ -78,8 +78,8 @@ def region_rows(session: Session, bands: measures.Bands) -> np.ndarray:
 
 def curves_inside(session: Session, bands: measures.Bands) -> tuple[float, float]:
     """Mean share of neurons whose benign (adversarial) curve lies inside the benign (adversarial) band."""
-    t, stats = session.table, session._statistics
-    weight = stats["dense_weight"]
+    t = session.table
+    weight = session.store.load("statistics", "dense_weight")
     benign = session.store.load("activations", "benign_pooled") * weight[t["label"]]
     adversarial = session.store.load("activations", "adv_pooled") * weight[t["adv_pred"]]
     low, high = bands.low.numpy(), bands.high.numpy()
@@ -101,11 +101,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     session = Session(open_store(args.store), device=args.device)
-    stored_levels = np.asarray(session._statistics_attrs.get("percentile_levels", []), dtype=np.float64)
-    t = session.table
+    attrs = dict(session.store.group("statistics").attrs)
+    stored_levels = np.asarray(attrs.get("percentile_levels", []), dtype=np.float64)
     print(f"store {args.store}: {session.num_pairs} pairs, {session.num_classes} classes, "
-          f"{len(session._statistics['dense_weight'][0])} neurons, "
-          f"class counts {session._statistics['class_count'].tolist()}; store default band: "
+          f"{session.store.load('statistics', 'dense_weight').shape[1]} neurons, class counts "
+          f"{session.store.load('statistics', 'class_count').tolist()}; store default band: "
           f"{session.band_kind} {session.band_level:g}")
 
     contributions = labels = None
@@ -147,7 +147,8 @@ def main() -> None:
             diff = max(float((exact_percentile_bands(contributions, labels, session.num_classes, lv).low
                               - session.bands(lv, "percentile").low).abs().max()) for lv in checked)
             print(f"\ncheck: stored vs recomputed percentile bands differ by at most {diff:.2e}")
-    print("\n* exact percentiles recomputed from the model (the store lacks them)")
+    if contributions is not None:
+        print("\n* exact percentiles recomputed from the model (the store lacks them)")
 
 
 if __name__ == "__main__":

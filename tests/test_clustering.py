@@ -166,7 +166,8 @@ def test_default_metric_compares_rf_images_not_masks() -> None:
     np.testing.assert_allclose(default.linkage_, hierarchy.linkage(hand, "ward"))
     assert merge_of(default, {0, 3}) is not None and merge_of(default, {1, 2}) is not None
     masks_tree = NeuronClustering("mask_l2").fit(masks, masks)
-    # masks: |n0 − n1| = 4 px, n0 − n2 = 1, n0 − n3 = 3, n1 − n2 = 3, n1 − n3 = 1, n2 − n3 = 4; doubled by the two sides
+    # masks differ in |n0 − n1| = 4 px, n0 − n2 = 1, n0 − n3 = 3, n1 − n2 = 3, n1 − n3 = 1, n2 − n3 = 4;
+    # doubled by the two sides
     hand_masks = np.sqrt(2 * np.array([4, 1, 3, 3, 1, 4]))
     np.testing.assert_allclose(masks_tree.distances_, hand_masks)
     assert merge_of(masks_tree, {1, 3}) is not None and merge_of(masks_tree, {0, 2}) is not None

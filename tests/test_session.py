@@ -15,7 +15,7 @@ from scipy.spatial.distance import pdist
 from advlens import measures
 from advlens.analysis import NEURON_MEASURES, SelectionError, Session
 from advlens.data import ImageDataset
-from advlens.errors import ModelError, StoreError
+from advlens.errors import ConfigError, ModelError, StoreError
 from advlens.models import AnalysedModel
 from advlens.pipeline import PrepareConfig, prepare, stages
 from conftest import tiny_dataset, trained_tiny_model
@@ -167,7 +167,8 @@ def test_band_gaps_match_an_independent_computation(session, module_model):
 
 def test_band_kinds_from_the_store_against_numpy(session, module_model):
     contributions, labels = hand_class_contributions(session, module_model)
-    assert {10.0, 90.0} <= set(session._statistics_attrs["percentile_levels"])  # the default band is stored exactly
+    stored = set(session.store.group("statistics").attrs["percentile_levels"])
+    assert {10.0, 90.0} <= stored  # the default band is stored exactly
     for level, (q_low, q_high) in ((0.5, (25, 75)), (0.8, (10, 90)), (0.9, (5, 95))):
         bands = session.bands(level, "percentile")
         for c in range(3):
@@ -278,6 +279,13 @@ def test_bad_ids_are_refused_not_wrapped(session):
         session.pair_info("first")
     assert session.cluster_members(0, 10).tolist() == list(range(6))  # the root holds every neuron
     assert session.pair_info(np.int64(1))["pair"] == session.pair_info(1.0)["pair"] == 1
+
+
+def test_unknown_or_missing_devices_are_refused_up_front(store_path, module_model):
+    with pytest.raises(ConfigError, match="cuda:99"):
+        Session(store_path, device="cuda:99")  # no CUDA here, or fewer GPUs
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        Session(store_path, model=module_model, device="gpu0")
 
 
 def test_unfinished_stores_are_refused(tmp_path, module_model, module_data, monkeypatch):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from advlens.analysis.cache import BoundedCache
-from advlens.errors import AdvlensError, ModelError, StoreError
+from advlens.errors import AdvlensError, ConfigError, ModelError, StoreError
 from advlens.models import AnalysedModel, load_model
 from advlens.models.fingerprint import model_fingerprint
 from advlens.models.registry import BUILTINS
@@ -81,15 +81,18 @@ def check_ids(values: Sequence[int] | np.ndarray, count: int, what: str) -> np.n
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """The device to compute on: ``device``, or ``cuda`` when available, else ``cpu``; an unknown or
-    unavailable device raises :class:`~advlens.errors.ModelError`."""
+    unavailable device raises :class:`~advlens.errors.ConfigError`."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         target = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ModelError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from exc
+        raise ConfigError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from exc
     if target.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} asked for, but CUDA is not available on this machine; use 'cpu'")
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available on this machine; use 'cpu'")
+    if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"numbered 0 … {torch.cuda.device_count() - 1}")
     return target
 
 
@@ -117,7 +120,8 @@ class SessionCore:
 
     Raises:
         StoreError: the store is unfinished, or the model's weights differ from the store's.
-        ModelError: an untrusted store-named model spec, or an unknown / unavailable device.
+        ModelError: an untrusted store-named model spec.
+        ConfigError: an unknown or unavailable device.
     """
 
     def __init__(self, store: AnalysisStore | str | Path, model: AnalysedModel | None = None, *,
@@ -171,13 +175,10 @@ class SessionCore:
                 "`advlens prepare`"
             )
 
-    def _weights_path(self) -> str | Path | None:
-        """Weights to load: the store's own copy (``store.weights_path()``, None = the built-in spec's
-        shipped weights); stores without that method fall back to the recorded path."""
-        locate = getattr(self.store, "weights_path", None)
-        if callable(locate):
-            return locate()
-        return self.model_config.get("weights")
+    def _weights_path(self) -> Path | None:
+        """Weights to load: the store's own copy, checked against its digest (None: the built-in spec's
+        shipped weights)."""
+        return self.store.weights_path()
 
     @property
     def model(self) -> AnalysedModel:

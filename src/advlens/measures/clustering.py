@@ -24,8 +24,9 @@ of 93% of the neurons plus ~2 groups of fewer than 5 (outliers), so a click sele
 outliers or nearly everything; complete linkage is better but lopsided (82%, 0.5 tiny groups); Ward merges the
 clusters that add the least within-cluster variance and draws a few well separated groups of useful
 size near the top (largest 74%, no tiny ones; 30 pairs; ``benchmarks/dendrogram_shapes.py``), with
-long vertical links as obvious cut points — the top-down and bottom-up exploration of Figs. 7 and 8. Its heights are not distances but
-the growth of the within-cluster spread (SciPy's Ward height), in the metric's unit.
+long vertical links as obvious cut points — the top-down and bottom-up exploration of Figs. 7 and 8.
+Its heights are not distances but the growth of the within-cluster spread (SciPy's Ward height), in
+the metric's unit.
 """
 
 from __future__ import annotations
