@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from advlens.errors import StoreError
@@ -78,14 +79,27 @@ def test_class_bands_match_a_direct_computation(tmp_path, tiny_model, tiny_data)
     with torch.no_grad():
         pooled = tiny_model.activations(torch.from_numpy(store.load("attack", "benign"))).pooled.numpy()
     weight = tiny_model.dense_weight.numpy()
+    attrs = store.group("statistics").attrs
+    levels = attrs["percentile_levels"]
     for c in range(3):
-        values = pooled[labels == c] * weight[c]
-        assert store.load("statistics", "class_count")[c] == len(values)
+        values = (pooled[labels == c] * weight[c]).astype(np.float64)
+        assert store.load("statistics", "class_count")[c] == len(values) >= 10
         np.testing.assert_allclose(store.load("statistics", "class_mean")[c], values.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(store.load("statistics", "class_std")[c], values.std(0, ddof=1), rtol=1e-4,
                                    atol=1e-6)
-        lower, upper = store.load("statistics", "class_lower")[c], store.load("statistics", "class_upper")[c]
-        assert np.all(lower <= values.mean(0) + 1e-6) and np.all(upper >= values.mean(0) - 1e-6)
+        # the CI of the class mean, from scipy's t distribution and standard error (not advlens.measures)
+        sem = scipy.stats.sem(values, axis=0)
+        varied = sem > 0  # a neuron silent on the whole class has the point band [0, 0]
+        assert varied.sum() >= 3
+        low, high = values.mean(0).copy(), values.mean(0).copy()
+        low[varied], high[varied] = scipy.stats.t.interval(attrs["ci_level"], len(values) - 1,
+                                                           loc=values.mean(0)[varied], scale=sem[varied])
+        np.testing.assert_allclose(store.load("statistics", "class_lower")[c], low, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(store.load("statistics", "class_upper")[c], high, rtol=1e-4, atol=1e-6)
+        for i, level in enumerate(levels):  # percentiles of the class distribution, one neuron at a time
+            expected = [scipy.stats.scoreatpercentile(values[:, d], level) for d in range(values.shape[1])]
+            np.testing.assert_allclose(store.load("statistics", "class_percentiles")[i, c], expected, rtol=1e-5,
+                                       atol=1e-6, err_msg=f"class {c}, percentile {level}")
     quantiles = store.load("statistics", "neuron_quantiles")
     assert np.all(np.diff(quantiles, axis=0) >= 0), "quantiles must increase with their level"
     levels = store.group("statistics").attrs["quantile_levels"]
