@@ -260,8 +260,11 @@ def test_replacement_must_keep_the_shape():
 
 
 class InPlaceNet(nn.Module):
-    def __init__(self) -> None:
+    """conv → x += 0.5 → bn → ReLU in place: the module ``nn.ReLU(inplace=True)`` or the method ``clamp_``."""
+
+    def __init__(self, method: bool = False) -> None:
         super().__init__()
+        self.method = method
         self.conv = nn.Conv2d(1, 3, 3, padding=1)
         self.bn = nn.BatchNorm2d(3)
         self.relu = nn.ReLU(inplace=True)
@@ -270,13 +273,15 @@ class InPlaceNet(nn.Module):
     def forward(self, x):
         x = self.conv(x)
         x += 0.5  # in place, functional
-        x = self.relu(self.bn(x))
+        x = self.bn(x)
+        x = x.clamp_(min=0.0) if self.method else self.relu(x)
         return self.fc(x.mean((2, 3)))
 
 
-def test_outputs_overwritten_in_place_later_are_captured_before():
+@pytest.mark.parametrize("method", [False, True], ids=["module", "method"])
+def test_outputs_overwritten_in_place_later_are_captured_before(method):
     torch.manual_seed(0)
-    net = InPlaceNet().eval()
+    net = InPlaceNet(method).eval()
     with torch.no_grad():
         net.bn.running_mean.uniform_(-1, 1)
     model = AnalysedModel(net, (0.0,), (1.0,), (1, 5, 5), ("a", "b"))
@@ -286,8 +291,8 @@ def test_outputs_overwritten_in_place_later_are_captured_before():
         bn = net.bn(conv + 0.5)
         logits = net.fc(torch.relu(bn).mean((2, 3)))
     assert (bn < 0).any()
-    assert model.graph.names() == ["input", "conv", "add", "bn", "relu", "mean", "fc"]  # fx reads += as +
-    for layers in (["conv", "bn"], ["conv", "bn", "add"]):  # hooks, then the fx copy
+    assert model.graph.names() == ["input", "conv", "add", "bn", "clamp_" if method else "relu", "mean", "fc"]
+    for layers in (["conv", "bn"], ["conv", "bn", "add"]):  # hooks, then the fx copy (it reads += as +)
         out = model.capture(x, layers)
         assert torch.equal(out["conv"], conv) and torch.equal(out["bn"], bn)
         with model.tapping(layers) as acts:

@@ -427,3 +427,22 @@ def test_efficientnet_receptive_fields_static_same_padding(efficientnet):
         _, boxes = gradient_box(efficientnet, layer, torch.ones(1, 3, 64, 64), units)
         field = graph.receptive_field(layer)
         assert boxes == [field.window(i, j) for i, j in units], layer
+
+
+class PaddedConv(nn.Conv2d):
+    """A conv subclass that pads inside ``forward`` (all padding before), like EfficientNet's static "same"."""
+
+    def __init__(self) -> None:
+        super().__init__(1, 1, 3)
+        self.static_padding = nn.ZeroPad2d((2, 0, 2, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.static_padding(x), self.weight, self.bias)
+
+
+def test_receptive_field_reads_the_padding_a_conv_applies_itself():
+    net = nn.Sequential(OrderedDict(conv=PaddedConv(), flat=nn.Flatten()))
+    graph = build_graph(net, torch.rand(1, 1, 6, 6))
+    assert graph.names() == ["input", "conv", "flat"]  # one layer, its pad child is not a node
+    field = graph.receptive_field("conv")  # output 6×6 from 8×8: shapes alone would guess 1 before, 1 after
+    assert (field.size, field.jump, field.start) == ((3, 3), (1, 1), (-2, -2))

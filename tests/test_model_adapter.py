@@ -302,10 +302,11 @@ def test_train_keeps_eval_mode_and_batchnorm_statistics():
 
 
 def fashion_model(**kwargs) -> AnalysedModel:
-    """The demo architecture, freshly initialised: bias-free convs and identity batch norms, so an
-    all-zero probe would make every layer zero and pass any check; only a random probe tells them apart."""
+    """The demo architecture, freshly initialised: bias-free convs, identity batch norms and no
+    normalization shift, so an all-zero probe would make every layer zero and pass any check; only a
+    random probe tells the layers apart."""
     torch.manual_seed(0)
-    return AnalysedModel(FashionResNet(), (0.286,), (0.353,), (1, 28, 28), [str(c) for c in range(10)], **kwargs)
+    return AnalysedModel(FashionResNet(), (0.0,), (1.0,), (1, 28, 28), [str(c) for c in range(10)], **kwargs)
 
 
 def test_analysed_layer_of_another_width_is_refused():

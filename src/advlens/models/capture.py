@@ -48,8 +48,8 @@ def reduce_output(value: torch.Tensor, reduce: str) -> torch.Tensor:
         return value.amax(dim=dims)
     if reduce == "mean":
         return value.mean(dim=dims)
-    if reduce == "abs_sum":
-        return value.abs().sum(dim=dims)
+    if reduce == "abs_sum":  # Σ|x| without an |x| temporary
+        return torch.linalg.vector_norm(value.flatten(2), ord=1, dim=-1)
     raise ModelError(f"unknown reduce {reduce!r}; use one of {', '.join(REDUCTIONS)}")
 
 
