@@ -7,6 +7,7 @@ capture code itself.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import pytest
@@ -390,3 +391,35 @@ def test_efficientnet_all_activation_layers_logits_bit_identical(efficientnet):
     assert torch.equal(tapped, plain) and len(acts) == 33
     assert acts["_blocks.15._swish:1"].shape == (1, 1152, 2, 2)
     assert_no_hooks(efficientnet)
+
+
+# ------------------------------------------------------------------------------------------- threads
+
+
+@pytest.mark.parametrize("layers", [["act", "act:1"], ["act", "act:1", "relu"]], ids=["hooks", "fx-copy"])
+def test_taps_belong_to_the_thread_that_opened_them(layers):
+    """A web server answers requests in threads: one request's patch must not leak into another's
+    forward pass, and another thread's forward must not shift the call count of a reused module."""
+    model = hand_model()
+    inside, done = threading.Event(), threading.Event()
+    other: dict[str, torch.Tensor] = {}
+
+    def pause(value: torch.Tensor) -> torch.Tensor:  # replaces 'act' by 2·act, after the other thread ran
+        inside.set()
+        assert done.wait(timeout=30)
+        return 2 * value
+
+    def run_other() -> None:
+        assert inside.wait(timeout=30)
+        other["logits"] = model(X)
+        other["pooled"] = model.activations(X).pooled
+        done.set()
+
+    thread = threading.Thread(target=run_other)
+    thread.start()
+    with model.tapping(layers, replace={"act": pause}) as acts:
+        model(X)
+    thread.join(timeout=30)
+    assert torch.equal(other["logits"], EXPECTED["fc"])  # the other thread saw no patch
+    assert torch.equal(other["pooled"], T([[1.25, 1.375]]))
+    assert torch.equal(acts["act"], 2 * EXPECTED["act"]) and "act:1" in acts  # counting undisturbed

@@ -446,3 +446,18 @@ def test_receptive_field_reads_the_padding_a_conv_applies_itself():
     assert graph.names() == ["input", "conv", "flat"]  # one layer, its pad child is not a node
     field = graph.receptive_field("conv")  # output 6×6 from 8×8: shapes alone would guess 1 before, 1 after
     assert (field.size, field.jump, field.start) == ((3, 3), (1, 1), (-2, -2))
+
+
+def test_functional_names_never_collide_with_module_names():
+    class Clash(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.relu = nn.ReLU()
+            self.conv = nn.Conv2d(1, 1, 1)
+
+        def forward(self, x):
+            return torch.relu(self.relu(torch.relu(self.conv(x))))
+
+    graph = build_graph(Clash(), torch.rand(1, 1, 3, 3))
+    assert graph.names() == ["input", "conv", "relu_1", "relu", "relu_2"]
+    assert graph["relu"].op == "ReLU" and graph["relu_1"].op == "relu" and graph["relu_1"].hook is None

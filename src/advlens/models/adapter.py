@@ -10,6 +10,7 @@ output (``patching``). Hooks are registered inside ``try/finally`` and always re
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,19 +57,23 @@ def find_module(net: nn.Module, name: str) -> nn.Module:
 def recording(modules: dict[str, nn.Module], inputs: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Record each module's output (or first input) into a dict while the context is open.
 
-    Hooks are removed on exit, also when the forward pass raises.
+    Only forward passes of the thread that opened the context are recorded. Hooks are removed on
+    exit, also when the forward pass raises.
     """
     store: dict[str, torch.Tensor] = {}
     handles = []
+    owner = threading.get_ident()
     try:
         for key, module in modules.items():
             if inputs:
                 def pre_hook(_m, args, _key=key):
-                    store[_key] = args[0]
+                    if threading.get_ident() == owner:
+                        store[_key] = args[0]
                 handles.append(module.register_forward_pre_hook(pre_hook))
             else:
                 def hook(_m, _args, output, _key=key):
-                    store[_key] = output
+                    if threading.get_ident() == owner:
+                        store[_key] = output
                 handles.append(module.register_forward_hook(hook))
         yield store
     finally:

@@ -15,10 +15,14 @@ When a later in-place op (``nn.ReLU(inplace=True)``, ``x += y``) may write into 
 keeps (``live``), the rest of the network gets a copy, so the kept tensor holds the layer's value and
 stays on the autograd path: with hooks always (in-place ops in ``forward`` are invisible to them), in
 the fx copy where the graph shows such an op.
+
+Registrations belong to the thread that made them (a web server answers requests in threads): a
+forward pass in another thread neither sees them nor disturbs the call counting of reused modules.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,9 +70,18 @@ class Taps:
     def __init__(self, net: nn.Module, graph: ModelGraph) -> None:
         self.net = net
         self.graph = graph
-        self._entries: dict[str, _Entry] = {}
+        self._local = threading.local()
         self._module: fx.GraphModule | None = None
         self._module_device: torch.device | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _entries(self) -> dict[str, _Entry]:
+        """This thread's registrations."""
+        entries = getattr(self._local, "entries", None)
+        if entries is None:
+            entries = self._local.entries = {}
+        return entries
 
     @property
     def active(self) -> bool:
@@ -143,8 +156,11 @@ class Taps:
             wanted.setdefault(qualname, {})[call] = node
         counts = dict.fromkeys(wanted, 0)
         handles = []
+        owner = threading.get_ident()
 
         def hook(_module, _args, output, _qualname):
+            if threading.get_ident() != owner:  # another thread's forward pass
+                return None
             call = counts[_qualname]
             counts[_qualname] = call + 1
             node = wanted[_qualname].get(call)
@@ -162,13 +178,14 @@ class Taps:
                 handle.remove()
 
     def _fx_module(self, device: torch.device) -> fx.GraphModule:
-        if self._module is None:
-            self._module = self._tapped_copy()
-            self._module_device = None
-        if self._module_device != device:
-            self._module.to(device)  # buffers the copy holds itself; shared modules are already there
-            self._module_device = device
-        return self._module
+        with self._lock:
+            if self._module is None:
+                self._module = self._tapped_copy()
+                self._module_device = None
+            if self._module_device != device:
+                self._module.to(device)  # buffers the copy holds itself; shared modules are already there
+                self._module_device = device
+            return self._module
 
     def _tapped_copy(self) -> fx.GraphModule:
         """A copy of the traced graph that calls a tap after every layer."""

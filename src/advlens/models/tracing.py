@@ -175,13 +175,13 @@ def _changed_in_place_later(node: fx.Node, gm: fx.GraphModule) -> bool:
 
 
 def _unique(candidate: str, taken: set[str]) -> str:
+    """``candidate``, or ``candidate_1``, ``candidate_2`` … when a module or layer already has that name."""
     if candidate not in taken:
         return candidate
-    stem, _, _ = candidate.rpartition("_") if candidate.rpartition("_")[2].isdigit() else (candidate, "", "")
     index = 1
-    while f"{stem}_{index}" in taken:
+    while f"{candidate}_{index}" in taken:
         index += 1
-    return f"{stem}_{index}"
+    return f"{candidate}_{index}"
 
 
 def _per_image(meta) -> tuple[int, ...] | None:
@@ -235,10 +235,12 @@ def build_fx(net: nn.Module, probe: torch.Tensor) -> BuiltGraph:
             scope = scopes[-1] if scopes else ""
             op = op_name(node.target)
             key = (scope, op)
-            count = counters.get(key, 0)
-            counters[key] = count + 1
             base = f"{scope}.{op}" if scope else op
-            names[node] = _unique(base if count == 0 else f"{base}_{count}", taken)
+            count = counters.get(key, 0)
+            while (base if count == 0 else f"{base}_{count}") in taken:  # a module of that name exists
+                count += 1
+            names[node] = base if count == 0 else f"{base}_{count}"
+            counters[key] = count + 1
         taken.add(names[node])
 
     def tensor_inputs(node: fx.Node, seen: set[fx.Node] | None = None) -> list[fx.Node]:
