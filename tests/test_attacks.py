@@ -51,10 +51,10 @@ def toy_image() -> torch.Tensor:
     return torch.tensor(X, dtype=torch.float32).view(1, 1, 2, 2)
 
 
-def hand_gradient(label: int, scale: float = 1.0) -> np.ndarray:
+def hand_gradient(label: int, scale: float = 1.0, x: np.ndarray = X) -> np.ndarray:
     """∂ CE(softmax(Wx + b), label) / ∂x = Wᵀ (softmax(Wx + b) − e_label), computed without autograd."""
     w = W * scale
-    z = w @ X + B
+    z = w @ x + B
     p = np.exp(z - z.max())
     p /= p.sum()
     return w.T @ (p - np.eye(3)[label])
@@ -170,10 +170,35 @@ def test_fgsm_equals_one_step_of_size_eps(targeted):
     assert torch.equal(fgsm, pgd)
 
 
-def test_fgsm_equals_one_pgd_step_on_a_cnn():
+@pytest.mark.parametrize("eps,expected_step", [(1.0, 0.2), (0.15, 0.15)], ids=["inside-ball", "projected"])
+def test_two_l2_steps_take_the_gradient_at_the_new_point(eps, expected_step):
+    # on the linear toy the L∞ signs do not change between steps, but the L2 direction does
+    alpha = 0.1
+    x1 = X + alpha * hand_gradient(2) / np.linalg.norm(hand_gradient(2))
+    g1 = hand_gradient(2, x=x1)
+    x2 = x1 + alpha * g1 / np.linalg.norm(g1)
+    delta = x2 - X
+    expected = X + delta * min(1.0, eps / np.linalg.norm(delta))  # projection onto the ε-ball
+    assert np.linalg.norm(expected - (X + 2 * alpha * hand_gradient(2) / np.linalg.norm(hand_gradient(2)))) > 1e-3
+    adversarial = PGD(toy_linear(), eps=eps, alpha=alpha, steps=2, norm="l2")(toy_image(), torch.tensor([2]))
+    np.testing.assert_allclose(adversarial.flatten().numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(adversarial.flatten().double().numpy() - X), expected_step, rtol=1e-3)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_fgsm_on_a_cnn_is_one_sign_step_of_the_autograd_gradient(targeted):
     model = tiny_cnn()
     images, labels = tiny_batch()
-    assert torch.equal(FGSM(model, eps=0.03)(images, labels), PGD(model, eps=0.03, alpha=0.03, steps=1)(images, labels))
+    x = images.clone().requires_grad_(True)
+    loss = nn.functional.cross_entropy(model(x), labels)  # mean or sum: the sign is the same
+    (gradient,) = torch.autograd.grad(loss, x)
+    direction = -gradient.sign() if targeted else gradient.sign()
+    expected = (images + 0.03 * direction).clamp(0, 1)
+    adversarial = FGSM(model, eps=0.03, targeted=targeted)(images, labels)
+    torch.testing.assert_close(adversarial, expected, rtol=0, atol=1e-7)
+    moved = (adversarial - images).abs()
+    assert (moved > 0.029).float().mean() > 0.5  # most pixels moved by ε (not those at 0/1 pushed outwards)
+    assert torch.equal(PGD(model, eps=0.03, alpha=0.03, steps=1, targeted=targeted)(images, labels), adversarial)
 
 
 # ------------------------------------------------------------------------------------------- ART parity
