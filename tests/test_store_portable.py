@@ -3,7 +3,9 @@ so a store moved to another folder, with the original weights gone, still loads 
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -49,6 +51,9 @@ def test_a_moved_store_loads_its_model_without_the_original_weights(tmp_path, ca
     path = store.weights_path()
     assert path == (moved / "model.safetensors").resolve() and path.is_absolute()
     assert not Path(store.config["model"]["weights"]).is_absolute(), "the store records a path relative to itself"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, "the weights are as readable as the rest"
     stored = load_file(str(path))  # plain safetensors: no unpickling needed to read the weights again
     for name, value in trained.net.state_dict().items():
         torch.testing.assert_close(stored[name], value, rtol=0, atol=0)

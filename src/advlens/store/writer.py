@@ -195,11 +195,11 @@ class StoreWriter:
         recorded = self.manifest.get("weights")
         if recorded and target.is_file() and file_digest(target) == recorded.get("sha256"):
             return target
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         tmp = self.root / f".{WEIGHTS_FILE}.tmp"
-        try:
-            save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(tmp))
+        try:  # written by Python, so the file gets the umask's permissions like the rest of the store
+            tmp.write_bytes(save({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}))
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
