@@ -165,7 +165,9 @@ def test_top_k_matches_a_plain_loop_with_exact_ties_on_the_hand_set_toy():
     images = grid_images(23)
     k = 4
     values, positions = plain_loop_peaks(model.net, "conv", images)
-    examples = dataset_examples(model, "conv", images, k=k, batch_size=5, pad_value=-1.0)
+    seen = []
+    examples = dataset_examples(model, "conv", images, k=k, batch_size=5, pad_value=-1.0, progress=seen.append)
+    assert seen == [5, 10, 15, 20, 23]
     assert examples.num_images == 23 and examples.k == k and examples.num_channels == 3
     ties = 0
     for channel in range(3):

@@ -13,7 +13,7 @@ from scipy import ndimage
 from torch import nn
 
 import advlens
-from advlens.errors import AdvlensError, ModelError
+from advlens.errors import ConfigError, ModelError
 from advlens.features import feature_visualization
 from advlens.features.parameterization import COLOR_CORRELATION, FourierImage, PixelImage, spectrum_scale
 from advlens.features.transforms import affine_transform
@@ -124,9 +124,9 @@ def test_larger_canvas_and_bad_arguments():
         feature_visualization(model, "nope", [0], steps=2)
     with pytest.raises(ModelError, match="no channels"):
         feature_visualization(model, "relu", [], steps=2)
-    with pytest.raises(AdvlensError, match="steps must be ≥ 1"):
+    with pytest.raises(ConfigError, match="steps must be ≥ 1"):
         feature_visualization(model, "relu", [0], steps=0)
-    with pytest.raises(AdvlensError, match="fourier"):
+    with pytest.raises(ConfigError, match="fourier"):
         feature_visualization(model, "relu", [0], steps=2, parameterization="fourier")
     for name, sub in model.named_modules():
         assert not sub._forward_hooks and not sub._forward_pre_hooks, f"hook left on {name or 'root'}"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from advlens.data import ImageDataset
-from advlens.errors import AdvlensError, DatasetError, ModelError
+from advlens.errors import ConfigError, DatasetError, ModelError
 from advlens.features.patches import as_receptive_field, crop_patches, patch_windows
 from advlens.features.taps import tapped_forward
 from advlens.features.topk import RunningTopK, merge_payload
@@ -143,10 +143,11 @@ def dataset_examples_for_layers(model: AnalysedModel, layers: Sequence[str], ima
     if not layers:
         raise ModelError("no layers given; name at least one layer")
     if k < 1 or batch_size < 1:
-        raise AdvlensError(f"k and batch_size must be ≥ 1, got k={k}, batch_size={batch_size}")
+        raise ConfigError(f"k and batch_size must be ≥ 1, got k={k}, batch_size={batch_size}")
     device = torch.device(device) if device is not None else model.device
     if device != model.device:
-        raise ModelError(f"the model is on {model.device}, not {device}; move it first with model.to({str(device)!r})")
+        raise ConfigError(f"the model is on {model.device}, not {device}; move it first with "
+                          f"model.to({str(device)!r})")
     given = dict(rf or {})
     unknown = set(given) - set(layers)
     if unknown:
@@ -164,21 +165,20 @@ def dataset_examples_for_layers(model: AnalysedModel, layers: Sequence[str], ima
         if count < k:
             raise DatasetError(f"only {count} images for k={k} examples per channel; pass more images or a smaller k")
     states = {layer: _LayerTopK(layer, geometry[layer], k, pad_value) for layer in layers}
-    image_size: tuple[int, int] | None = None
+    image_size, seen = (0, 0), 0
     with tapped_forward(model, layers) as run, torch.no_grad():
         for batch in _batches(images, batch_size, model.input_shape[0]):
             batch = batch.to(device)
-            image_size = (batch.shape[2], batch.shape[3])
+            image_size, seen = (batch.shape[2], batch.shape[3]), seen + batch.shape[0]
             outputs = run(batch)
             for layer, state in states.items():
                 state.update(outputs[layer], batch)
             if progress is not None:
-                progress(states[layers[0]].tracker.seen)  # type: ignore[union-attr]
-    seen = 0 if image_size is None else states[layers[0]].tracker.seen  # type: ignore[union-attr]
+                progress(seen)
     if seen < k:
         raise DatasetError(f"only {seen} images for k={k} examples per channel; pass more images or a smaller k")
     logger.debug("dataset examples of %d layers over %d images", len(layers), seen)
-    return {layer: state.result(image_size) for layer, state in states.items()}  # type: ignore[arg-type]
+    return {layer: state.result(image_size) for layer, state in states.items()}
 
 
 def dataset_examples(model: AnalysedModel, layer: str, images: Images, k: int = 10, batch_size: int = 256,

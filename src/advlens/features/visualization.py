@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from advlens.errors import AdvlensError, ModelError
+from advlens.errors import ConfigError, ModelError
 from advlens.features.parameterization import FourierImage, PixelImage
 from advlens.features.taps import tapped_forward
 from advlens.features.transforms import affine_transform, sample_transforms
@@ -56,7 +56,7 @@ def _size(size: int | Sequence[int] | None, model: AnalysedModel) -> tuple[int, 
         return int(model.input_shape[1]), int(model.input_shape[2])
     pair = (size, size) if isinstance(size, int) else tuple(size)
     if len(pair) != 2 or any(not isinstance(s, (int, np.integer)) or s < 1 for s in pair):
-        raise AdvlensError(f"size must be a positive integer or an (H, W) pair, got {size!r}")
+        raise ConfigError(f"size must be a positive integer or an (H, W) pair, got {size!r}")
     return int(pair[0]), int(pair[1])
 
 
@@ -100,19 +100,20 @@ def feature_visualization(model: AnalysedModel, layer: str, channels: int | Sequ
     picked = _channel_list(channels)
     height, width = _size(size, model)
     if steps < 1 or lr <= 0 or seed < 0:
-        raise AdvlensError(f"steps must be ≥ 1, lr > 0 and seed ≥ 0; got steps={steps}, lr={lr}, seed={seed}")
+        raise ConfigError(f"steps must be ≥ 1, lr > 0 and seed ≥ 0; got steps={steps}, lr={lr}, seed={seed}")
     if scale[0] <= 0 or scale[0] > scale[1] or jitter < 0 or rotate < 0:
-        raise AdvlensError(f"need 0 < scale[0] ≤ scale[1], jitter ≥ 0 and rotate ≥ 0; got scale={scale}, "
-                           f"jitter={jitter}, rotate={rotate}")
+        raise ConfigError(f"need 0 < scale[0] ≤ scale[1], jitter ≥ 0 and rotate ≥ 0; got scale={scale}, "
+                          f"jitter={jitter}, rotate={rotate}")
     image_channels = model.input_shape[0]
     if parameterization == "auto":
         parameterization = "fourier" if image_channels == 3 else "pixel"
     if parameterization not in ("pixel", "fourier") or (parameterization == "fourier" and image_channels != 3):
-        raise AdvlensError(f"parameterization must be 'auto', 'pixel' or (for RGB models) 'fourier'; got "
-                           f"{parameterization!r} for a {image_channels}-channel model")
+        raise ConfigError(f"parameterization must be 'auto', 'pixel' or (for RGB models) 'fourier'; got "
+                          f"{parameterization!r} for a {image_channels}-channel model")
     device = torch.device(device) if device is not None else model.device
     if device != model.device:
-        raise ModelError(f"the model is on {model.device}, not {device}; move it first with model.to({str(device)!r})")
+        raise ConfigError(f"the model is on {model.device}, not {device}; move it first with "
+                          f"model.to({str(device)!r})")
     node = model.graph[layer]
     if len(node.shape) < 1 or min(picked) < 0 or max(picked) >= node.channels:
         raise ModelError(f"layer {layer!r} has {node.channels} channels; channels must lie in [0, {node.channels}), "
