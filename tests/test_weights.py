@@ -215,6 +215,7 @@ def test_cifar_resnet18_with_saved_state_dict(tmp_path):
         by_hand = (x - torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
         torch.testing.assert_close(out.logits, source(by_hand), rtol=0, atol=1e-5)
     assert out.feature_maps.shape == (1, 512, 4, 4) and out.pooled.shape == (1, 512)
+    torch.testing.assert_close(out.pooled, out.feature_maps.mean(dim=(2, 3)), rtol=0, atol=1e-5)  # layer4, pooled
 
 
 def test_cifar_resnet18_rejects_other_weights(tmp_path):
@@ -238,6 +239,7 @@ def test_fashion_resnet_with_given_weights(tmp_path):
         by_hand = (x - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]
         torch.testing.assert_close(out.logits, source(by_hand), rtol=0, atol=1e-5)
     assert out.feature_maps.shape == (2, 256, 7, 7) and out.pooled.shape == (2, 256)
+    torch.testing.assert_close(out.pooled, out.feature_maps.mean(dim=(2, 3)), rtol=0, atol=1e-5)
     with pytest.raises(ModelError, match="missing"):
         load_model("fashion-resnet", tmp_path / "absent.safetensors")
 
@@ -337,9 +339,11 @@ def test_factory_spec_mean_std_attributes_and_overrides(factory_module):
     model = load_model(f"{factory_module}:make_normalized")
     x = torch.rand(1, 3, 8, 8)
     assert torch.allclose(model(x), model.net((x - 0.5) / 0.25))
+    # (analysed_layer= overrides are tested with the layer checks in test_model_adapter.py: here only "relu"
+    # feeds the pooling, so no other layer could be named)
     model = load_model(f"{factory_module}:make_normalized", class_names=("a", "b"), mean=(0.0, 0.0, 0.0),
-                       std=(1.0, 1.0, 1.0), analysed_layer="conv")
-    assert model.class_names == ("a", "b") and model.analysed_layer_name == "conv"
+                       std=(1.0, 1.0, 1.0))
+    assert model.class_names == ("a", "b") and model.analysed_layer_name == "relu"
     assert torch.equal(model(x), model.net(x))
 
 
