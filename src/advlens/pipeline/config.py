@@ -71,7 +71,7 @@ class PrepareConfig:
     adversarial_file: str | None = None
     seed: int = 0
     batch_size: int = 128
-    device: str = "cpu"
+    device: str | None = "cpu"  # None: cuda when available, else cpu (resolved by validate)
     tsne_perplexity: float = 30.0
     trust_pickle: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
