@@ -18,7 +18,7 @@ time) are printed, since other processes may share the cores.
 
 Usage::
 
-    python benchmarks/features.py --steps 48 --lr 0.1 --k 10 --images 10000 --threads 2
+    python benchmarks/features.py --steps 32 --lr 0.1 --k 10 --images 10000 --threads 2
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ GOAL_SECONDS = 180.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=48, help="feature-visualisation steps")
+    parser.add_argument("--steps", type=int, default=32, help="feature-visualisation steps")
     parser.add_argument("--lr", type=float, default=0.1, help="feature-visualisation Adam learning rate")
     parser.add_argument("--k", type=int, default=10, help="dataset examples per channel")
     parser.add_argument("--images", type=int, default=10_000, help="test images read for dataset examples")

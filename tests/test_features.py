@@ -147,6 +147,7 @@ def test_rf_larger_than_the_image_gives_centred_image_sized_patches():
 def test_explicit_rf_triples_override_the_graph_and_nonsense_is_refused():
     model = toy_model()
     assert as_receptive_field((3, 2, -1), (8, 8)) == TOY_RF
+    assert dataset_examples(model, "conv", grid_images(16), k=2, patches=False).patches is None
     examples = dataset_examples(model, "conv", grid_images(16), k=2, rf=(5, 2, -2))
     assert examples.patches.shape == (3, 2, 1, 5, 5)
     r, c = examples.positions[0, 0].tolist()
@@ -191,7 +192,7 @@ def test_several_layers_from_an_iterable_of_uneven_batches_match_a_plain_loop():
     result = dataset_examples_for_layers(model, ["0", "2"], batches, k=5)
     assert (result["0"].rf.size, result["0"].rf.jump, result["0"].rf.start) == ((3, 3), (1, 1), (-1, -1))
     assert (result["2"].rf.size, result["2"].rf.jump, result["2"].rf.start) == ((5, 5), (2, 2), (-2, -2))
-    for layer, channels in (("0", 4), ("2", 6)):
+    for layer, channels, size, jump, start in (("0", 4, 3, 1, -1), ("2", 6, 5, 2, -2)):
         values, positions = plain_loop_peaks(model.net, layer, model.normalize(data.images))
         examples = result[layer]
         assert examples.indices.shape == (channels, 5) and examples.num_images == 45
@@ -201,6 +202,10 @@ def test_several_layers_from_an_iterable_of_uneven_batches_match_a_plain_loop():
             assert examples.indices[channel].tolist() == ranked[:5]
             torch.testing.assert_close(examples.values[channel], torch.tensor([values[i][channel] for i in ranked[:5]]))
             assert examples.positions[channel].tolist() == [list(positions[i][channel]) for i in ranked[:5]]
+            for slot, i in enumerate(ranked[:5]):  # patches cropped while streaming (batches are not kept)
+                r, c = positions[i][channel]
+                expected = hand_patch(data.images[i], start + jump * r, start + jump * c, size, 0.0)
+                assert torch.equal(examples.patches[channel, slot], expected)
 
 
 def test_functional_layer_of_the_demo_model_matches_a_plain_loop_and_stops_there():

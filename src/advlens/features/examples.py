@@ -6,6 +6,12 @@ strongest unit); the patch shown is the theoretical receptive field of that unit
 batch, keeping a running top-k per channel (:class:`~advlens.features.topk.RunningTopK`): memory is
 bounded by k × channels (plus one batch), never by the number of images. Ties rank the earlier
 image first; among equal maxima in one map, the first position in row-major order is the peak.
+
+Patches are cropped once, after the pass, from the winning images when the images are a tensor (or a
+dataset); from an iterable of batches, whose images cannot be read again, they are cropped during the
+pass for the entries that enter the top-k. They take k × channels × patch pixels: for a deep layer
+of a large model (RF ≥ the image) that is k whole images per channel; ``patches=False`` skips them
+(``indices`` and ``windows`` still locate every patch).
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ class DatasetExamples:
         positions: (K, k, 2) int64 (row, column) of the peak in the feature map.
         windows: (K, k, 4) int64 (top, left, bottom, right) of each patch in image coordinates
             (bottom/right exclusive; may extend outside the image).
-        patches: (K, k, C, h, w) float32 pixels of the patch, ``pad_value`` outside the image.
+        patches: (K, k, C, h, w) float32 pixels of the patch, ``pad_value`` outside the image; None
+            when not asked for.
     """
 
     layer: str
@@ -48,7 +55,7 @@ class DatasetExamples:
     values: torch.Tensor
     positions: torch.Tensor
     windows: torch.Tensor
-    patches: torch.Tensor
+    patches: torch.Tensor | None
     rf: ReceptiveField
     num_images: int
 
@@ -62,9 +69,7 @@ class DatasetExamples:
 
 
 def _batches(images: Images, batch_size: int, channels: int) -> Iterator[torch.Tensor]:
-    """Image batches (B, C, H, W) from a tensor, a dataset or an iterable of batches or (images, …) tuples."""
-    if isinstance(images, ImageDataset):
-        images = images.images
+    """Image batches (B, C, H, W) from a tensor or an iterable of batches or of (images, …) tuples."""
     source: Iterable[Any] = images.split(batch_size) if isinstance(images, torch.Tensor) else images
     size = None
     for batch in source:
@@ -80,13 +85,14 @@ def _batches(images: Images, batch_size: int, channels: int) -> Iterator[torch.T
 
 
 class _LayerTopK:
-    """Running top-k images, peak positions and patches of every channel of one layer."""
+    """Running top-k images and peak positions of every channel of one layer (and, when asked, patches)."""
 
-    def __init__(self, layer: str, rf: ReceptiveField, k: int, pad_value: float) -> None:
+    def __init__(self, layer: str, rf: ReceptiveField, k: int, pad_value: float, stream_patches: bool) -> None:
         self.layer, self.rf, self.k, self.pad_value = layer, rf, k, pad_value
+        self.stream_patches = stream_patches
         self.tracker: RunningTopK | None = None
         self.positions = torch.empty(0)
-        self.patches = torch.empty(0)
+        self.patches: torch.Tensor | None = None
 
     def update(self, maps: torch.Tensor, batch: torch.Tensor) -> None:
         if self.tracker is None:
@@ -99,26 +105,34 @@ class _LayerTopK:
         source = self.tracker.update(flat.gather(2, peak[..., None])[..., 0])
         self.positions = merge_payload(self.positions, source, kept,
                                        lambda b, ch: torch.stack([rows[b, ch], cols[b, ch]], dim=1))
-        self.patches = merge_payload(
-            self.patches, source, kept,
-            lambda b, ch: crop_patches(batch[b].float(), rows[b, ch], cols[b, ch], self.rf, self.pad_value)[0])
+        if self.stream_patches:
+            self.patches = merge_payload(
+                self.patches if self.patches is not None else torch.empty(0), source, kept,
+                lambda b, ch: crop_patches(batch[b].float(), rows[b, ch], cols[b, ch], self.rf, self.pad_value)[0])
 
-    def result(self, image_size: tuple[int, int]) -> DatasetExamples:
+    def result(self, image_size: tuple[int, int], images: torch.Tensor | None) -> DatasetExamples:
+        """The examples, channel first; patches cropped here from ``images`` (the whole set) when given."""
         tracker = self.tracker
         assert tracker is not None
         positions = self.positions.cpu()
-        windows = patch_windows(self.rf, positions[..., 0].reshape(-1), positions[..., 1].reshape(-1), image_size)
+        indices = tracker.indices.t().cpu().contiguous()  # (K, k)
+        rows, cols = positions[..., 0].t().reshape(-1), positions[..., 1].t().reshape(-1)
+        windows = patch_windows(self.rf, rows, cols, image_size).view(*indices.shape, 4)
+        patches = self.patches.transpose(0, 1).cpu().contiguous() if self.patches is not None else None
+        if images is not None:
+            crops = crop_patches(images[indices.reshape(-1)].float(), rows, cols, self.rf, self.pad_value)[0]
+            patches = crops.view(*indices.shape, *crops.shape[1:])
         return DatasetExamples(
-            layer=self.layer, indices=tracker.indices.t().cpu().contiguous(),
-            values=tracker.values.t().cpu().contiguous(), positions=positions.transpose(0, 1).contiguous(),
-            windows=windows.view(*positions.shape[:2], 4).transpose(0, 1).contiguous(),
-            patches=self.patches.transpose(0, 1).cpu().contiguous(), rf=self.rf, num_images=tracker.seen)
+            layer=self.layer, indices=indices, values=tracker.values.t().cpu().contiguous(),
+            positions=positions.transpose(0, 1).contiguous(), windows=windows, patches=patches, rf=self.rf,
+            num_images=tracker.seen)
 
 
 def dataset_examples_for_layers(model: AnalysedModel, layers: Sequence[str], images: Images, k: int = 10,
                                 batch_size: int = 256, rf: Mapping[str, Any] | None = None,
                                 device: torch.device | str | None = None, pad_value: float = 0.0,
-                                progress: Callable[[int], None] | None = None) -> dict[str, DatasetExamples]:
+                                patches: bool = True, progress: Callable[[int], None] | None = None,
+                                ) -> dict[str, DatasetExamples]:
     """Top-k dataset examples of every channel of several layers, from one forward pass per batch.
 
     Args:
@@ -132,6 +146,7 @@ def dataset_examples_for_layers(model: AnalysedModel, layers: Sequence[str], ima
             for layers it leaves out): ``model.graph.receptive_field(layer)``.
         device: where to compute; default the model's (the model must already be there).
         pad_value: pixel value of patch pixels outside the image.
+        patches: crop the patches (memory: k × channels × patch pixels per layer).
         progress: called with the number of images read so far after each batch.
 
     Shape:
@@ -160,14 +175,14 @@ def dataset_examples_for_layers(model: AnalysedModel, layers: Sequence[str], ima
                              "need a spatial (K×h×w) layer")
         geometry[layer] = (as_receptive_field(given[layer], graph.input_size) if layer in given
                            else graph.receptive_field(layer))
-    if isinstance(images, (torch.Tensor, ImageDataset)):
-        count = len(images)
-        if count < k:
-            raise DatasetError(f"only {count} images for k={k} examples per channel; pass more images or a smaller k")
-    states = {layer: _LayerTopK(layer, geometry[layer], k, pad_value) for layer in layers}
+    whole = images.images if isinstance(images, ImageDataset) else images
+    indexable = isinstance(whole, torch.Tensor)
+    if indexable and len(whole) < k:
+        raise DatasetError(f"only {len(whole)} images for k={k} examples per channel; pass more images or a smaller k")
+    states = {layer: _LayerTopK(layer, geometry[layer], k, pad_value, patches and not indexable) for layer in layers}
     image_size, seen = (0, 0), 0
     with tapped_forward(model, layers) as run, torch.no_grad():
-        for batch in _batches(images, batch_size, model.input_shape[0]):
+        for batch in _batches(whole, batch_size, model.input_shape[0]):
             batch = batch.to(device)
             image_size, seen = (batch.shape[2], batch.shape[3]), seen + batch.shape[0]
             outputs = run(batch)
@@ -178,12 +193,13 @@ def dataset_examples_for_layers(model: AnalysedModel, layers: Sequence[str], ima
     if seen < k:
         raise DatasetError(f"only {seen} images for k={k} examples per channel; pass more images or a smaller k")
     logger.debug("dataset examples of %d layers over %d images", len(layers), seen)
-    return {layer: state.result(image_size) for layer, state in states.items()}
+    source = whole if indexable and patches else None
+    return {layer: state.result(image_size, source) for layer, state in states.items()}
 
 
 def dataset_examples(model: AnalysedModel, layer: str, images: Images, k: int = 10, batch_size: int = 256,
                      rf: Any = None, device: torch.device | str | None = None, pad_value: float = 0.0,
-                     progress: Callable[[int], None] | None = None) -> DatasetExamples:
+                     patches: bool = True, progress: Callable[[int], None] | None = None) -> DatasetExamples:
     """Top-k dataset examples of every channel of ``layer``: see :func:`dataset_examples_for_layers`.
 
     ``rf`` is the layer's receptive field (a ``ReceptiveField`` or ``(size, jump, start)``); default:
@@ -191,4 +207,4 @@ def dataset_examples(model: AnalysedModel, layer: str, images: Images, k: int = 
     """
     return dataset_examples_for_layers(model, [layer], images, k=k, batch_size=batch_size,
                                        rf=None if rf is None else {layer: rf}, device=device,
-                                       pad_value=pad_value, progress=progress)[layer]
+                                       pad_value=pad_value, patches=patches, progress=progress)[layer]
