@@ -10,6 +10,10 @@ one after another (each new to the server's cache) and records, from the click e
 - ``all views``: the later of the three (the number to quote);
 - ``maps``: the bMap/aMap overlays arrived too (Alg. 1 forward passes, the slow part on a CPU).
 
+With ``--trace``, every Dash callback request the server answered is listed with its start and end
+(seconds after the page was opened, or after the click), so the time between callbacks can be told
+from the time inside them.
+
 Usage::
 
     python benchmarks/app_latency.py stores/fashion-mnist-pgd --pairs 5 --screenshots /tmp/advlens-shots
@@ -18,8 +22,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +70,39 @@ WATCH = """([pair]) => {
 }"""
 
 
+class CallbackTrace:
+    """Server-side start and end of each Dash callback request (its outputs name it)."""
+
+    def __init__(self, server) -> None:
+        from flask import g, request
+
+        self.lock = threading.Lock()
+        self.records: list[tuple[str, float, float]] = []
+
+        @server.before_request
+        def _start():
+            g.advlens_start = time.perf_counter()
+
+        @server.after_request
+        def _end(response):
+            if request.path.endswith("_dash-update-component"):
+                body = request.get_json(silent=True) or {}
+                name = body.get("output", "?").replace("...", " ").strip(".")[:70]
+                with self.lock:
+                    self.records.append((name, g.advlens_start, time.perf_counter()))
+            return response
+
+    def take(self) -> list[tuple[str, float, float]]:
+        with self.lock:
+            records, self.records = self.records, []
+        return records
+
+    @staticmethod
+    def show(records, origin: float) -> None:
+        for name, start, end in sorted(records, key=lambda r: r[1]):
+            print(f"    {start - origin:6.2f} → {end - origin:6.2f} s  ({1000 * (end - start):6.0f} ms)  {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store")
@@ -70,6 +110,7 @@ def main() -> None:
     parser.add_argument("--cell", type=int, nargs=2, metavar=("TRUE", "ADV"), help="matrix cell (default: fullest)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--screenshots", type=Path, help="folder for a screenshot after each pick")
+    parser.add_argument("--trace", action="store_true", help="list the server's callback requests")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -84,7 +125,12 @@ def main() -> None:
     if args.screenshots:
         args.screenshots.mkdir(parents=True, exist_ok=True)
     results = []
-    with ServerThread(create_app(session)) as server, sync_playwright() as playwright:
+    load_average = os.getloadavg()
+    print(f"load average before: {load_average[0]:.2f} {load_average[1]:.2f} {load_average[2]:.2f} "
+          f"({os.cpu_count()} CPUs)")
+    app = create_app(session)
+    trace = CallbackTrace(app.server) if args.trace else None
+    with ServerThread(app) as server, sync_playwright() as playwright:
         browser = launch_browser(playwright)
         page = browser.new_page(viewport={"width": 1680, "height": 1000})
         page.add_init_script(PENDING_SCRIPT)
@@ -93,7 +139,14 @@ def main() -> None:
         start = time.perf_counter()
         page.goto(server.url)
         wait_idle(page)
-        print(f"page load until idle: {time.perf_counter() - start:.2f} s", flush=True)
+        page_load = time.perf_counter() - start
+        print(f"page load until idle: {page_load:.2f} s", flush=True)
+        if trace:
+            timing = page.evaluate("() => JSON.stringify(performance.getEntriesByType('navigation')[0])")
+            nav = json.loads(timing)
+            print(f"    DOMContentLoaded {nav['domContentLoadedEventEnd'] / 1000:.2f} s, "
+                  f"load {nav['loadEventEnd'] / 1000:.2f} s")
+            trace.show(trace.take(), start)
         click_matrix_cell(page, cell[0], cell[1], session.num_classes, session.num_classes)
         wait_idle(page)
         cards = page.locator(".pair-card")
@@ -107,6 +160,9 @@ def main() -> None:
         wait_idle(page, timeout=180)
         for k in range(1, min(args.pairs, len(ids) - 1) + 1):
             page.evaluate(WATCH, [ids[k]])
+            if trace:
+                trace.take()
+            clicked = time.perf_counter()
             cards.nth(k).click()
             page.wait_for_function("() => window.__advlensDone", timeout=180_000, polling=100)
             marks = page.evaluate("() => window.__advlensMarks")
@@ -115,12 +171,17 @@ def main() -> None:
             results.append(marks)
             print(f"pair {ids[k]}: " + ", ".join(f"{key} {value / 1000:.2f} s" for key, value in marks.items()),
                   flush=True)
+            if trace:
+                trace.show(trace.take(), clicked)
             if args.screenshots:
                 page.screenshot(path=str(args.screenshots / f"pick_{k:02d}_pair_{ids[k]}.png"))
         browser.close()
+    print(f" page load: {page_load:.2f} s")
     for key in ("neuron", "dendrogram", "rfs", "all views", "maps"):
         values = [r[key] / 1000 for r in results]
         print(f"{key:>10}: median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})")
+    load_average = os.getloadavg()
+    print(f"load average after: {load_average[0]:.2f} {load_average[1]:.2f} {load_average[2]:.2f}")
     if errors:
         print("browser console errors:", *errors, sep="\n  ")
 

@@ -196,5 +196,15 @@ def figure_title(page, graph_id: str) -> str:
 
 
 def trace_count(page, graph_id: str) -> int:
-    """Traces Plotly drew in a graph's cartesian subplots."""
+    """Traces Plotly drew in a graph's cartesian subplots (SVG traces)."""
     return page.locator(f"#{graph_id} .cartesianlayer .trace").count()
+
+
+def webgl_trace_count(page, graph_id: str) -> int:
+    """WebGL traces a graph holds, once Plotly has drawn them into its WebGL canvas (0 before)."""
+    return page.evaluate(
+        """(graphId) => {
+            const gd = document.querySelector(`#${graphId} .js-plotly-plot`);
+            if (!gd || !gd._fullData || !gd.querySelector('canvas.gl-canvas-context')) return 0;
+            return gd._fullData.filter(t => t.type === 'scattergl' && t.visible !== false).length;
+        }""", graph_id)

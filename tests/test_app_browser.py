@@ -27,6 +27,7 @@ from app_fixtures import (
     small_store_path,
     trace_count,
     wait_idle,
+    webgl_trace_count,
 )
 
 import playwright.sync_api as playwright_api
@@ -104,7 +105,7 @@ def test_case_study_walkthrough(page, session):
     from advlens.app.neurons.cluster_view import geometry
 
     # 1. overview: both scatterplots and the matrix drawn, nothing selected yet
-    assert trace_count(page, "scatter-benign") >= 2 and trace_count(page, "scatter-adversarial") >= 2
+    assert webgl_trace_count(page, "scatter-benign") >= 2 and webgl_trace_count(page, "scatter-adversarial") >= 2
     assert page.locator("#prediction-matrix .hm").count() or trace_count(page, "prediction-matrix") == 1
     assert "Nothing selected" in page.locator("#grid-body").inner_text()
     shot(page, "01_overview")
@@ -218,7 +219,7 @@ def test_lasso_selection_and_paging(page, session):
     wait_idle(page)
     assert "(predicted label)" in figure_title(page, "scatter-adversarial")
     adversarial_classes = len(np.unique(session.overview()["adv_pred"]))
-    assert trace_count(page, "scatter-adversarial") == adversarial_classes
+    assert webgl_trace_count(page, "scatter-adversarial") == adversarial_classes
 
     box = page.locator("#scatter-adversarial .nsewdrag").first.bounding_box()
     left, top, right, bottom = box["x"] + 4, box["y"] + 4, box["x"] + box["width"] - 4, box["y"] + box["height"] - 4
@@ -244,4 +245,69 @@ def test_lasso_selection_and_paging(page, session):
     wait_idle(page)
     assert "Nothing selected" in page.locator("#grid-body").inner_text()
     shot(page, "11_after_clear")
+    assert page.problems == []
+
+
+def test_pages_deep_links_and_the_url(page, session, server):
+    """A deep link opens its pair (on the grid page holding it) and neuron; a new pick is written into the URL
+    and back/forward follow it; the navigation carries the selection to the other pages and back; an invalid
+    link says what is wrong; ``/`` opens the Neurons page."""
+    from advlens.app.neurons.image_grid import PAGE_SIZE
+
+    true_label, adv_label = case_cell(session)
+    ordered = [int(p) for p in session.sort_pairs(session.pairs_in_cell(true_label, adv_label), "perturbation_asc")]
+    pair = ordered[PAGE_SIZE] if len(ordered) > PAGE_SIZE else ordered[-1]
+    neuron = int(session.neuron_ranking(pair, "band_gap")[0][3])
+    assert page.url.endswith("/neurons")  # `/` redirected
+    page.goto(f"{server.url}/neurons?pair={pair}&neuron={neuron}")
+    wait_idle(page, timeout=120)
+    assert f"pair {pair}:" in figure_title(page, "neuron-graph")
+    assert f"neuron {neuron}" in page.locator("#rf-caption").inner_text()
+    assert page.locator(".pair-card.selected").count() == 1
+    expected_page = ordered.index(pair) // PAGE_SIZE + 1
+    assert f"page {expected_page}/" in page.locator("#grid-pager").inner_text()
+    assert f"{session.class_names[true_label]} → {session.class_names[adv_label]}" in \
+        page.locator("#overview-summary").inner_text()
+    assert page.locator(".nav-link.active").inner_text() == "Neurons"
+    shot(page, "20_deep_link")
+
+    # a new pick is written into the URL; back returns to the linked pair
+    other = card_ids(page)[0] if card_ids(page)[0] != pair else card_ids(page)[1]
+    page.locator(".pair-card").nth(card_ids(page).index(other)).click()
+    wait_idle(page, timeout=120)
+    assert page.url.endswith(f"/neurons?pair={other}&neuron={neuron}"), page.url
+    assert f"pair {other}:" in figure_title(page, "neuron-graph")
+    page.go_back()
+    wait_idle(page, timeout=120)
+    assert page.url.endswith(f"/neurons?pair={pair}&neuron={neuron}"), page.url
+    assert f"pair {pair}:" in figure_title(page, "neuron-graph")
+
+    # the navigation carries the selection to another page, and that page links back
+    pathways = page.locator(".nav-link", has_text="Pathways")
+    assert pathways.get_attribute("href") == f"/pathways?pair={pair}&neuron={neuron}"
+    pathways.click()
+    wait_idle(page)
+    assert page.url.endswith(f"/pathways?pair={pair}&neuron={neuron}")
+    text = page.locator(".placeholder").inner_text()
+    assert "not built yet" in text and f"pair {pair}" in text and f"neuron {neuron}" in text
+    shot(page, "21_pathways_placeholder")
+    page.locator(".placeholder a", has_text="Neurons page").click()
+    wait_idle(page, timeout=120)
+    assert f"pair {pair}:" in figure_title(page, "neuron-graph")
+    for title, words in (("Model", "Architecture View"), ("Profiles", "Flow View"), ("Datapaths", "river")):
+        page.locator(".nav-link", has_text=title).click()
+        wait_idle(page)
+        assert words in page.locator(".placeholder").inner_text() and page.locator(".nav-link.active").inner_text() == title
+    shot(page, "22_datapaths_placeholder")
+
+    # an invalid link says what is wrong and opens without it
+    page.goto(f"{server.url}/neurons?pair={session.num_pairs + 7}&neuron=-1")
+    wait_idle(page)
+    problems = page.locator("#neurons-url-problems").inner_text()
+    assert f"pair {session.num_pairs + 7} does not exist" in problems and "neuron -1 does not exist" in problems
+    assert "Nothing selected" in page.locator("#grid-body").inner_text()
+    shot(page, "23_invalid_link")
+    page.goto(f"{server.url}/nowhere")
+    wait_idle(page)
+    assert "No such page" in page.locator(".page").inner_text()
     assert page.problems == []

@@ -17,6 +17,7 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 from dash import no_update
 from dash.exceptions import PreventUpdate
@@ -27,12 +28,14 @@ from app_fixtures import tiny_store
 from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
 from advlens.analysis.cache import BoundedCache
 from advlens.app import common, images, shell, validate
+from advlens.app.figures import decode, typed_array
 from advlens.app.factory import PAGES, build_layout, create_app
 from advlens.app.neurons import cluster_view, context_view, image_grid, neuron_view, overview, receptive_field
 from advlens.app.neurons import layout as neurons_layout
 from advlens.app.neurons import state as neurons_state
 from advlens.app.neurons import PROBLEMS, url_query
 from advlens.app.placeholder import carried_selection
+from advlens.app.urls import parse_query
 from advlens.errors import StoreError
 
 
@@ -102,9 +105,15 @@ def texts(component) -> str:
     return " ".join(parts)
 
 
-def figure_message(figure) -> str:
+def as_figure(figure: dict) -> go.Figure:
+    """A view's figure dictionary as a Plotly figure: Plotly validates every property on the way."""
+    assert isinstance(figure, dict) and set(figure) == {"data", "layout"}
+    return go.Figure(figure)
+
+
+def figure_message(figure: dict) -> str:
     """The message an empty-state or error figure carries (line breaks removed)."""
-    return figure.layout.annotations[0].text.replace("<br>", " ")
+    return as_figure(figure).layout.annotations[0].text.replace("<br>", " ")
 
 
 def png(data_uri_or_bytes) -> np.ndarray:
@@ -121,7 +130,15 @@ def test_class_colours_are_fixed_per_class_id():
     assert common.class_color(3) == common.class_color(3 + len(common.PALETTE))
     assert len(set(common.PALETTE[:10])) == 10
     assert common.rgba("#ff7f0e", 0.5) == "rgba(255,127,14,0.5)"
-    assert common.empty_figure("nothing here").layout.annotations[0].text == "nothing here"
+    assert figure_message(common.empty_figure("nothing here")) == "nothing here"
+    assert figure_message(common.error_figure("a " * 60)).count("a") == 60  # wrapped, not cut
+
+
+def test_typed_arrays_round_trip():
+    values = np.array([0.5, -1.25, 3e6], dtype=np.float32)
+    assert np.array_equal(decode(typed_array(values)), values)
+    assert decode(typed_array([3, 70000], "i4")).tolist() == [3, 70000]
+    assert typed_array([1.0], "f8") == {"dtype": "f8", "bdata": "AAAAAAAA8D8="}  # little-endian IEEE 754
 
 
 def test_images_scale_up_with_nearest_neighbour():
@@ -351,8 +368,10 @@ def test_an_unexpected_error_is_logged_and_shown_not_raised(session, caplog):
     assert "Traceback" in caplog.text and "ZeroDivisionError" in caplog.text
 
 
-def test_a_damaged_chunk_on_disk_shows_in_the_views(session, pair, tmp_path):
-    """A real store whose feature-map chunks were overwritten with garbage: the neuron views say so."""
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_a_damaged_chunk_on_disk_shows_in_the_views(session, pair, tmp_path, damage):
+    """A real store whose feature-map chunks were overwritten or deleted: the neuron views name the array and
+    the command that rebuilds its stage (a missing chunk must not read back as zeros, i.e. empty RFs)."""
     import shutil
 
     root = tmp_path / "damaged"
@@ -361,11 +380,17 @@ def test_a_damaged_chunk_on_disk_shows_in_the_views(session, pair, tmp_path):
               if p.is_file() and not p.name.startswith(("zarr.json", "."))]
     assert chunks, "the store should hold chunk files"
     for chunk in chunks:
-        chunk.write_bytes(b"\x00garbage" * 7)
+        if damage == "garbage":
+            chunk.write_bytes(b"\x00garbage" * 7)
+        else:
+            chunk.unlink()
     damaged = Session(root, model=session.model, device="cpu")
-    for text in (figure_message(cluster_view.draw(damaged, pair, 0, None, None)[0]),
-                 texts(receptive_field.draw_rfs(damaged, pair, 0, None, "union", None, None)[0])):
-        assert text and ("benign_maps" in text or "Unexpected error" in text), text
+    for view, text in (("cluster", figure_message(cluster_view.draw(damaged, pair, 0, None, None)[0])),
+                       ("rfs", texts(receptive_field.draw_rfs(damaged, pair, 0, None, "union", None, None)[0])),
+                       ("context", texts(context_view.draw(damaged, {"side": "benign"}, "activation", 6, 0, None,
+                                                           None)[2]))):
+        assert "activations/benign_maps" in text and "advlens prepare" in text and "--redo activations" in text, \
+            (view, text)
 
 
 # ------------------------------------------------------------------------------------------------ overview
@@ -373,25 +398,26 @@ def test_scatterplots_show_every_pair_once_coloured_by_the_chosen_label(session)
     overview_data = session.overview()
     for side, pred in (("benign", "benign_pred"), ("adversarial", "adv_pred")):
         for colour_by, key in (("true", "label"), ("predicted", pred)):
-            figure = overview.scatter_figure(session, side, colour_by)
-            ids = np.concatenate([np.asarray(t.customdata) for t in figure.data])
+            figure = as_figure(overview.scatter_figure(session, side, colour_by))
+            ids = np.concatenate([decode(t.customdata) for t in figure.data])
             assert sorted(ids.tolist()) == list(range(session.num_pairs))
             for trace in figure.data:
                 label = session.class_names.index(trace.name)
                 assert trace.marker.color == common.class_color(label)
-                assert (overview_data[key][np.asarray(trace.customdata)] == label).all()
+                assert (overview_data[key][decode(trace.customdata)] == label).all()
+                assert trace.type == "scattergl"
             assert all(t.selectedpoints is None for t in figure.data)
 
 
 def test_scatterplots_fade_all_but_the_selection(session, cell):
     chosen = session.pairs_in_cell(*cell)
-    figure = overview.scatter_figure(session, "adversarial", "true", None, chosen.tolist())
-    kept = [np.asarray(t.customdata)[list(t.selectedpoints)] for t in figure.data]
+    figure = as_figure(overview.scatter_figure(session, "adversarial", "true", None, chosen.tolist()))
+    kept = [decode(t.customdata)[list(t.selectedpoints)] for t in figure.data]
     assert sorted(np.concatenate(kept).tolist()) == sorted(chosen.tolist())
 
 
 def test_prediction_matrix_counts_and_the_selected_cell(session, cell):
-    figure = overview.matrix_figure(session, None, cell)
+    figure = as_figure(overview.matrix_figure(session, None, cell))
     heatmap = figure.data[0]
     table = session.table
     expected = np.zeros((session.num_classes, session.num_classes), dtype=np.int64)
@@ -407,8 +433,7 @@ def test_prediction_matrix_counts_and_the_selected_cell(session, cell):
 
 
 def test_a_single_class_gets_a_message_instead_of_a_matrix(session):
-    figure = overview.matrix_figure(session, {"rows": [2], "cols": [2]})
-    assert "single class" in figure.layout.annotations[0].text
+    assert "single class" in figure_message(overview.matrix_figure(session, {"rows": [2], "cols": [2]}))
 
 
 def test_clicking_a_cell_selects_its_pairs(session, cell):
@@ -460,9 +485,9 @@ def test_more_than_twelve_classes_open_on_the_class_subset():
 def test_class_subset_filters_the_overview(session, cell):
     classes = {"rows": [cell[0]], "cols": [cell[1]]}
     assert overview.visible_pairs(session, classes).tolist() == session.pairs_in_cell(*cell).tolist()
-    figure = overview.scatter_figure(session, "benign", "true", classes)
-    assert sum(len(t.customdata) for t in figure.data) == len(session.pairs_in_cell(*cell))
-    assert np.asarray(overview.matrix_figure(session, classes).data[0].z).shape == (1, 1)
+    figure = as_figure(overview.scatter_figure(session, "benign", "true", classes))
+    assert sum(len(decode(t.customdata)) for t in figure.data) == len(session.pairs_in_cell(*cell))
+    assert np.asarray(as_figure(overview.matrix_figure(session, classes)).data[0].z).shape == (1, 1)
 
 
 # ------------------------------------------------------------------------------------------------ image grid
@@ -517,7 +542,7 @@ def test_grid_empty_states_and_paging(session):
 def test_neuron_view_orders_curves_and_bands_by_the_measure(session, pair, measure):
     order, scores = session.neuron_ranking(pair, measure)
     neuron = int(order[3])
-    figure = neuron_view.draw(session, pair, measure, neuron, None, 20)
+    figure = as_figure(neuron_view.draw(session, pair, measure, neuron, None, 20))
     info = session.pair_info(pair)
     # independent: activation × dense weight from the stored pooled vectors and the stored dense weight
     benign_pooled, adversarial_pooled = (a.numpy() for a in session.pooled(pair))
@@ -529,14 +554,14 @@ def test_neuron_view_orders_curves_and_bands_by_the_measure(session, pair, measu
     benign = by_name[f"benign ({info['label_name']})"]
     adversarial = by_name[f"adversarial ({info['adv_name']})"]
     assert list(benign.x) == [f"#{n}" for n in order] and list(benign.customdata) == order.tolist()
-    assert np.allclose(benign.y, benign_curve[order], atol=1e-6)
-    assert np.allclose(adversarial.y, adversarial_curve[order], atol=1e-6)
+    assert np.allclose(decode(benign.y), benign_curve[order], atol=1e-6)
+    assert np.allclose(decode(adversarial.y), adversarial_curve[order], atol=1e-6)
     assert benign.line.color == common.class_color(info["label"])
     assert adversarial.line.color == common.class_color(info["adv_pred"])
     band = by_name[f"{info['adv_name']} band"]
-    assert np.allclose(band.y, bands.high[info["adv_pred"]].numpy()[order]) and band.fill == "tonexty"
+    assert np.allclose(decode(band.y), bands.high[info["adv_pred"]].numpy()[order]) and band.fill == "tonexty"
     bars = [t for t in figure.data if t.type == "bar"][0]
-    assert np.allclose(bars.y, np.asarray(scores)[order])
+    assert np.allclose(decode(bars.y), np.asarray(scores)[order])
     assert [s.x0 for s in figure.layout.shapes] == [f"#{neuron}"] * 2
     assert figure.layout.shapes[0].line.color == common.SELECTED_COLOR
     assert figure.layout.hovermode == "x unified" and figure.layout.yaxis.fixedrange
@@ -643,6 +668,7 @@ def test_dendrogram_figure_marks_the_neuron_and_the_selected_subtrees(session, p
     neuron, node = 4, 2 * k - 3
     figure, caption = cluster_view.draw(session, pair, neuron, {"pair": pair, "quantile": None, "nodes": [node]},
                                         None)
+    figure = as_figure(figure)
     red = [t for t in figure.data if getattr(t.line, "color", None) == common.SELECTED_COLOR]
     assert red and red[0].x[0] == cluster_view.geometry(session, pair).x[neuron]
     merges = [t for t in figure.data if t.mode == "markers" and len(t.customdata) == k - 1][0]
@@ -744,18 +770,32 @@ def test_a_url_pair_outside_the_urls_cell_opens_its_own_cell(session, pair):
 
 
 def test_a_new_selection_is_written_into_the_url(session, pair, cell):
-    selection = neurons_state.cell_selection(session, *cell)
-    query, written = url_query(session, selection, pair, 3, "band_gap", "perturbation_asc")
-    assert query == written == f"?true={cell[0]}&adv={cell[1]}&pair={pair}&neuron=3"
+    info = session.pair_info(pair)
+    own = (info["label"], info["adv_pred"])
+    selection = neurons_state.cell_selection(session, *own)
+    query, written = url_query(session, selection, pair, 3, "band_gap", "perturbation_asc", "")
+    assert query == written == f"?pair={pair}&neuron=3"  # the pair opens its own cell: no need to name it
+    other = next((t, a) for t in range(session.num_classes) for a in range(session.num_classes)
+                 if t != a and (t, a) != own)
+    query = url_query(session, neurons_state.cell_selection(session, *other), pair, None, "band_gap",
+                      "perturbation_asc", "")[0]
+    assert query == f"?true={other[0]}&adv={other[1]}&pair={pair}"
+    assert url_query(session, selection, None, None, "band_gap", "perturbation_asc", "")[0] == \
+        f"?true={own[0]}&adv={own[1]}"
     lasso = {"pairs": [1, 2], "label": "lasso in the benign plot", "cell": None}
-    assert url_query(session, lasso, None, None, "substitution", "benign_drop")[0] == \
+    assert url_query(session, lasso, None, None, "substitution", "benign_drop", "")[0] == \
         "?measure=substitution&sort=benign_drop"
-    assert url_query(session, None, None, None, "band_gap", "perturbation_asc")[0] == ""
-    assert url_query(session, None, pair, -1, "band_gap", "perturbation_asc") == (no_update, no_update)
+    assert url_query(session, None, pair, -1, "band_gap", "perturbation_asc", "") == (no_update, no_update)
+    # the URL the page opened on is not written again (no extra history entry), whatever its order
+    assert url_query(session, selection, pair, 3, "band_gap", "perturbation_asc", f"?neuron=3&pair={pair}") == \
+        (no_update, no_update)
     # what is written reads back as the same selection
-    state = neurons_state.state_from_query(session, {"true": str(cell[0]), "adv": str(cell[1]), "pair": str(pair),
-                                                     "neuron": "3"})
-    assert (state.cell, state.pair, state.neuron, state.problems) == (cell, pair, 3, [])
+    for query in (f"?pair={pair}&neuron=3", f"?true={other[0]}&adv={other[1]}"):
+        state = neurons_state.state_from_query(session, parse_query(query))
+        page = neurons_layout(session, query)
+        assert state.problems == []
+        assert url_query(session, find(page, neurons_state.SELECTION).data, state.pair, state.neuron, "band_gap",
+                         "perturbation_asc", "")[0] == query
 
 
 def test_the_router_draws_each_page_and_says_when_there_is_none(session):

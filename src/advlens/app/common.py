@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import plotly.graph_objects as go
 from dash import html
 from dash.exceptions import PreventUpdate
 from plotly.colors import qualitative
 
+from advlens.app.figures import figure
 from advlens.app.images import hex_rgb
 from advlens.errors import AdvlensError
 
@@ -62,19 +62,21 @@ def rgba(color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def empty_figure(text: str, height: int | None = None, error: bool = False) -> go.Figure:
+def empty_figure(text: str, height: int | None = None, error: bool = False) -> dict:
     """A blank figure carrying one centred message (an empty state or an error, never an empty box)."""
-    figure = go.Figure()
-    figure.update_layout(
-        xaxis={"visible": False}, yaxis={"visible": False}, plot_bgcolor="white", paper_bgcolor="white",
-        margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=height,
-        annotations=[{"text": _wrap(text) if error else text, "showarrow": False, "xref": "paper", "yref": "paper",
-                      "x": 0.5, "y": 0.5, "font": {"size": 13, "color": ERROR_COLOR if error else "#666"}}],
-    )
-    return figure
+    layout = {
+        "xaxis": {"visible": False}, "yaxis": {"visible": False}, "plot_bgcolor": "white", "paper_bgcolor": "white",
+        "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "annotations": [{"text": _wrap(text) if error else text, "showarrow": False, "xref": "paper",
+                         "yref": "paper", "x": 0.5, "y": 0.5,
+                         "font": {"size": 13, "color": ERROR_COLOR if error else "#666"}}],
+    }
+    if height is not None:
+        layout["height"] = height
+    return figure([], layout)
 
 
-def error_figure(text: str) -> go.Figure:
+def error_figure(text: str) -> dict:
     """A figure that says what went wrong instead of drawing stale data."""
     return empty_figure(text, error=True)
 

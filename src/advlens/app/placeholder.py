@@ -38,15 +38,15 @@ def carried_selection(session: Session, search: str | None) -> tuple[list[str], 
     return said, problems, make_query(valid)
 
 
-def placeholder(session: Session, search: str | None, title: str, will_show: list[str], prepared_by: str,
+def placeholder(session: Session, search: str | None, title: str, will_show: list[str], prepared_by: list,
                 issue: str) -> html.Div:
-    """The page of a system still to be built."""
+    """The page of a system still to be built (``prepared_by``: text and commands, the commands as ``html.Code``)."""
     said, problems, query = carried_selection(session, search)
     body = [
         html.H2(title),
         html.P(f"This page is not built yet ({issue}). It will show:"),
         html.Ul([html.Li(line) for line in will_show]),
-        html.P(["Prepared by: ", html.Code(prepared_by)]),
+        html.P(["Prepared by ", *prepared_by, "."]),
     ]
     if said:
         body.append(html.P(["The URL selects ", ", ".join(said), ". ",

@@ -19,8 +19,8 @@ def layout(session: Session, search: str | None = None) -> html.Div:
         "per layer, a treemap of the shared and the exclusive feature maps;",
         "per feature map, its learned features and activation maps, with an area of interest whose contributions "
         "from an earlier layer can be traced back step by step.",
-    ], "computed when a pair is opened (≈ 8 s), or ahead of time with advlens datapaths STORE --pairs …",
-        "issue 11")
+    ], ["computing a pair's datapaths when it is opened (≈ 8 s), or ahead of time ",
+        html.Code("advlens datapaths STORE --pairs …")], "issue 11")
 
 
 def register(app: Dash, session: Session) -> None:

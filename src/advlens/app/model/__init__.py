@@ -21,8 +21,8 @@ def layout(session: Session, search: str | None = None) -> html.Div:
         "activation statistics;",
         "the layer selection (clicks, presets \"activation layers\" / \"block outputs\" / \"weighted layers\") that "
         "the Profiles page reuses.",
-    ], "the features stage of advlens prepare (feature visualisations and dataset examples of every channel)",
-        "issue 8")
+    ], ["the features stage of ", html.Code("advlens prepare"), " (feature visualisations and dataset examples of "
+        "every channel)"], "issue 8")
 
 
 def register(app: Dash, session: Session) -> None:

@@ -8,7 +8,7 @@ The page's selection is kept in the URL (:mod:`advlens.app.neurons.state`).
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, dcc, html, no_update
+from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
 from advlens.app import common, validate
@@ -61,12 +61,15 @@ def layout(session: Session, search: str | None = None) -> html.Div:
 
 
 @guarded(lambda text: (no_update, no_update))
-def url_query(session: Session, selection, pair, neuron, measure, sort) -> tuple[str, str]:
-    """The URL query of the page's selection (twice: for the URL and for the record of what was written)."""
+def url_query(session: Session, selection, pair, neuron, measure, sort, current: str | None = None) -> tuple:
+    """The URL query of the page's selection (twice: for the URL and for the record of what was written);
+    nothing to write when the URL already says the same (e.g. the page just opened on it)."""
     selection = validate.selection(session, selection)
-    query = query_string(selection, validate.pair_id(session, pair), validate.neuron_id(session, neuron),
+    query = query_string(session, selection, validate.pair_id(session, pair), validate.neuron_id(session, neuron),
                          validate.choice(measure, NEURON_MEASURES, "measure"),
                          validate.choice(sort, SORT_ORDERS, "sort order"))
+    if parse_query(query) == parse_query(current if isinstance(current, str) else ""):
+        return no_update, no_update
     return query, query
 
 
@@ -77,5 +80,7 @@ def register(app: Dash, session: Session) -> None:
         view.register(app, session)
     app.callback(Output(URL, "search", allow_duplicate=True), Output(URL_WRITTEN, "data", allow_duplicate=True),
                  Input(SELECTION, "data"), Input(PAIR, "data"), Input(NEURON, "data"),
-                 Input(neuron_view.MEASURE, "value"), Input(image_grid.SORT, "value"), prevent_initial_call=True)(
-        lambda selection, pair, neuron, measure, sort: url_query(session, selection, pair, neuron, measure, sort))
+                 Input(neuron_view.MEASURE, "value"), Input(image_grid.SORT, "value"), State(URL, "search"),
+                 prevent_initial_call=True)(
+        lambda selection, pair, neuron, measure, sort, current: url_query(session, selection, pair, neuron, measure,
+                                                                          sort, current))

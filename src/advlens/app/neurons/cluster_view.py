@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from advlens.analysis import Session
 from advlens.app import common, validate
 from advlens.app.common import GRAPH_CONFIG, GROUP_COLOR, SELECTED_COLOR, empty_figure, error_figure, guarded
+from advlens.app.figures import figure, typed_array
 from advlens.app.neurons.state import NEURON, NODES, PAIR, RF_QUANTILE
 
 GRAPH = "dendrogram"
@@ -110,7 +110,7 @@ def selected_neurons(session: Session, pair: int, nodes: Sequence[int], quantile
 
 
 def dendrogram_figure(session: Session, pair: int | None, neuron: int | None = None,
-                      nodes: Sequence[int] | None = None, quantile: float | None = None) -> go.Figure:
+                      nodes: Sequence[int] | None = None, quantile: float | None = None) -> dict:
     """The dendrogram of a pair's neurons, the selected neuron in red and the selected subtrees in blue.
 
     Every argument is checked (:mod:`advlens.app.validate`); a bad one raises ``InvalidSelection``.
@@ -123,63 +123,68 @@ def dendrogram_figure(session: Session, pair: int | None, neuron: int | None = N
         return empty_figure("Pick a pair in the Image Grid to cluster its neurons.")
     geo = geometry(session, pair, quantile)
     merges = range(geo.n_neurons, geo.num_nodes)
-    figure = go.Figure()
     xs, ys = geo.segments(merges)
-    figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#9a9a9a", "width": 1},
-                                hoverinfo="skip", showlegend=False))
+    traces = [{"type": "scatter", "x": xs, "y": ys, "mode": "lines", "line": {"color": "#9a9a9a", "width": 1},
+               "hoverinfo": "skip", "showlegend": False}]
+    shapes = []
     covered = sorted({m for n in nodes for m in geo.subtree(n)})
     for n in nodes:  # shade each selected subtree, so small ones stay visible among hundreds of leaves
         leaves = [m for m in geo.subtree(n) if m < geo.n_neurons]
-        figure.add_shape(type="rect", x0=geo.x[leaves].min() - 0.5, x1=geo.x[leaves].max() + 0.5, y0=0,
-                         y1=max(geo.y[n], 1e-9), fillcolor="rgba(31,78,156,0.12)", line={"width": 0}, layer="below")
+        shapes.append({"type": "rect", "x0": float(geo.x[leaves].min()) - 0.5, "x1": float(geo.x[leaves].max()) + 0.5,
+                       "y0": 0, "y1": max(float(geo.y[n]), 1e-9), "fillcolor": "rgba(31,78,156,0.12)",
+                       "line": {"width": 0}, "layer": "below"})
     if covered:
         xs, ys = geo.segments(covered)
         for n in nodes:  # the selected nodes' own stems, so a selected leaf shows too
             sx, sy = geo.stem(n)
             xs += [*sx, None]
             ys += [*sy, None]
-        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": GROUP_COLOR, "width": 2.2},
-                                    hoverinfo="skip", showlegend=False))
+        traces.append({"type": "scatter", "x": xs, "y": ys, "mode": "lines",
+                       "line": {"color": GROUP_COLOR, "width": 2.2}, "hoverinfo": "skip", "showlegend": False})
     ids = np.arange(geo.num_nodes)
     leaf, merge = ids[:geo.n_neurons], ids[geo.n_neurons:]
     selected = np.zeros(geo.num_nodes, dtype=bool)
     selected[nodes] = True
-    figure.add_trace(go.Scatter(
-        x=geo.x[merge], y=geo.y[merge], mode="markers", customdata=merge.tolist(), showlegend=False,
-        marker={"size": np.where(selected[merge], 10, 5).tolist(),
-                "color": np.where(selected[merge], GROUP_COLOR, "rgba(120,120,120,0.45)").tolist(),
-                "line": {"width": 0}},
-        hovertext=[f"node {n}: {geo.size[n]} neurons, height {geo.y[n]:.2f}" for n in merge],
-        hovertemplate="%{hovertext}<extra>click: select subtree</extra>",
-    ))
-    figure.add_trace(go.Scatter(
-        x=geo.x[leaf], y=geo.y[leaf], mode="markers", customdata=leaf.tolist(), showlegend=False,
-        marker={"size": np.where(selected[leaf], 8, 4).tolist(),
-                "color": np.where(selected[leaf], GROUP_COLOR, "rgba(150,150,150,0.5)").tolist()},
-        hovertext=[f"neuron {n}" for n in leaf], hovertemplate="%{hovertext}<extra></extra>",
-    ))
+    traces.append({
+        "type": "scatter", "x": typed_array(geo.x[merge]), "y": typed_array(geo.y[merge]), "mode": "markers",
+        "customdata": merge.tolist(), "showlegend": False,  # a list: Dash puts it into click events only then
+        "marker": {"size": np.where(selected[merge], 10, 5).tolist(),
+                   "color": np.where(selected[merge], GROUP_COLOR, "rgba(120,120,120,0.45)").tolist(),
+                   "line": {"width": 0}},
+        "hovertext": [f"node {n}: {geo.size[n]} neurons, height {geo.y[n]:.2f}" for n in merge],
+        "hovertemplate": "%{hovertext}<extra>click: select subtree</extra>",
+    })
+    traces.append({
+        "type": "scatter", "x": typed_array(geo.x[leaf]), "y": typed_array(geo.y[leaf]), "mode": "markers",
+        "customdata": leaf.tolist(), "showlegend": False,
+        "marker": {"size": np.where(selected[leaf], 8, 4).tolist(),
+                   "color": np.where(selected[leaf], GROUP_COLOR, "rgba(150,150,150,0.5)").tolist()},
+        "hovertext": [f"neuron {n}" for n in leaf], "hovertemplate": "%{hovertext}<extra></extra>",
+    })
     top = float(geo.y.max()) if geo.num_nodes > 1 else 1.0
     if neuron is not None:
-        sx, sy = geo.stem(int(neuron))
-        figure.add_trace(go.Scatter(x=sx, y=sy, mode="lines", line={"color": SELECTED_COLOR, "width": 3},
-                                    hoverinfo="skip", showlegend=False))
-        figure.add_trace(go.Scatter(
-            x=[geo.x[int(neuron)]], y=[-0.04 * max(top, 1e-6)], mode="markers", customdata=[int(neuron)],
-            marker={"symbol": "triangle-up", "size": 11, "color": SELECTED_COLOR}, showlegend=False,
-            hovertemplate=f"selected neuron {int(neuron)}<extra></extra>",
-        ))
+        sx, sy = geo.stem(neuron)
+        traces.append({"type": "scatter", "x": [float(v) for v in sx], "y": [float(v) for v in sy],
+                       "mode": "lines", "line": {"color": SELECTED_COLOR, "width": 3}, "hoverinfo": "skip",
+                       "showlegend": False})
+        traces.append({
+            "type": "scatter", "x": [float(geo.x[neuron])], "y": [-0.04 * max(top, 1e-6)], "mode": "markers",
+            "customdata": [neuron], "marker": {"symbol": "triangle-up", "size": 11, "color": SELECTED_COLOR},
+            "showlegend": False, "hovertemplate": f"selected neuron {neuron}<extra></extra>",
+        })
     count = len(selected_neurons(session, pair, nodes, quantile)) if nodes else 0
     chosen = f" · {len(nodes)} node{'s' if len(nodes) > 1 else ''}, {count} neurons selected" if nodes else ""
-    figure.update_layout(
-        title={"text": f"pair {pair}: {geo.n_neurons} neurons{chosen}", "x": 0.01, "y": 0.985, "font": {"size": 12}},
-        margin={"l": 44, "r": 30, "t": 30, "b": 8}, modebar={"orientation": "v"}, plot_bgcolor="white",
-        dragmode="zoom", hovermode="closest",
-        xaxis={"visible": False, "range": [-1, geo.n_neurons]},
-        yaxis={"title": {"text": "RF distance (L2)", "font": {"size": 10}}, "tickfont": {"size": 9},
-               "gridcolor": "#f0f0f0", "zeroline": False, "range": [-0.08 * max(top, 1e-6), 1.04 * max(top, 1e-6)]},
-        uirevision=f"{pair}-{quantile}",
-    )
-    return figure
+    return figure(traces, {
+        "title": {"text": f"pair {pair}: {geo.n_neurons} neurons{chosen}", "x": 0.01, "y": 0.985,
+                  "font": {"size": 12}},
+        "margin": {"l": 44, "r": 30, "t": 30, "b": 8}, "modebar": {"orientation": "v"}, "plot_bgcolor": "white",
+        "dragmode": "zoom", "hovermode": "closest", "shapes": shapes,
+        "xaxis": {"visible": False, "range": [-1, geo.n_neurons]},
+        "yaxis": {"title": {"text": "RF distance (L2)", "font": {"size": 10}}, "tickfont": {"size": 9},
+                  "gridcolor": "#f0f0f0", "zeroline": False, "automargin": True,
+                  "range": [-0.08 * max(top, 1e-6), 1.04 * max(top, 1e-6)]},
+        "uirevision": f"{pair}-{quantile}",
+    })
 
 
 def caption(session: Session, pair: int | None, nodes: Sequence[int] | None, quantile: float | None) -> str:

@@ -10,14 +10,13 @@ a click selects the neuron.
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
-from plotly.subplots import make_subplots
 
 from advlens.analysis import NEURON_MEASURES, Session
 from advlens.app import common, validate
 from advlens.app.common import GRAPH_CONFIG, SELECTED_COLOR, class_color, empty_figure, error_figure, guarded, rgba
+from advlens.app.figures import figure, typed_array
 from advlens.app.neurons.state import DEFAULT_MEASURE, NEURON, PAIR, RF_QUANTILE, TOP_PERCENT
 from advlens.errors import AdvlensError
 
@@ -39,7 +38,7 @@ ZOOM_WINDOW = 25
 
 
 def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap", neuron: int | None = None,
-                  quantile: float | None = None, top_percent: float = 20.0) -> go.Figure:
+                  quantile: float | None = None, top_percent: float = 20.0) -> dict:
     """Curves, bands and the measure's scores of a pair, neurons ordered by the measure.
 
     Every argument is checked (:mod:`advlens.app.validate`); a bad one raises ``InvalidSelection``.
@@ -68,32 +67,33 @@ def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap",
     b_color, a_color = class_color(info["label"]), class_color(info["adv_pred"])
     b_name, a_name = info["label_name"], info["adv_name"]
 
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.76, 0.24], vertical_spacing=0.04)
+    plot = []
     for low, high, name, color in ((b_low, b_high, b_name, b_color), (a_low, a_high, a_name, a_color)):
         edge = {"width": 0.8, "color": rgba(color, 0.55)}
-        figure.add_trace(go.Scatter(x=x, y=low, mode="lines", line=edge, customdata=ids, showlegend=False,
-                                    legendgroup=f"band-{name}", hoverinfo="skip"), 1, 1)
-        figure.add_trace(go.Scatter(
-            x=x, y=high, mode="lines", line=edge, fill="tonexty", fillcolor=rgba(color, 0.3), name=f"{name} band",
-            legendgroup=f"band-{name}", customdata=[[i, float(v)] for i, v in zip(ids, low)],
-            hovertemplate=f"{name} band [%{{customdata[1]:.3f}}, %{{y:.3f}}]<extra></extra>",
-        ), 1, 1)
-    figure.add_trace(go.Scatter(x=x, y=benign, mode="lines", line={"color": b_color, "width": 1.8},
-                                name=f"benign ({b_name})", customdata=ids,
-                                hovertemplate="benign a×w %{y:.3f}<extra></extra>"), 1, 1)
-    figure.add_trace(go.Scatter(x=x, y=adversarial, mode="lines", line={"color": a_color, "width": 1.8},
-                                name=f"adversarial ({a_name})", customdata=ids,
-                                hovertemplate="adversarial a×w %{y:.3f}<extra></extra>"), 1, 1)
+        plot.append({"type": "scatter", "x": x, "y": typed_array(low), "mode": "lines", "line": edge,
+                     "customdata": ids, "showlegend": False, "legendgroup": f"band-{name}", "hoverinfo": "skip",
+                     "xaxis": "x", "yaxis": "y"})
+        plot.append({"type": "scatter", "x": x, "y": typed_array(high), "mode": "lines", "line": edge,
+                     "fill": "tonexty", "fillcolor": rgba(color, 0.3), "name": f"{name} band",
+                     "legendgroup": f"band-{name}", "customdata": [[i, round(float(v), 6)] for i, v in zip(ids, low)],
+                     "hovertemplate": f"{name} band [%{{customdata[1]:.3f}}, %{{y:.3f}}]<extra></extra>",
+                     "xaxis": "x", "yaxis": "y"})
+    for values, name, color, side in ((benign, f"benign ({b_name})", b_color, "benign"),
+                                      (adversarial, f"adversarial ({a_name})", a_color, "adversarial")):
+        plot.append({"type": "scatter", "x": x, "y": typed_array(values), "mode": "lines",
+                     "line": {"color": color, "width": 1.8}, "name": name, "customdata": ids,
+                     "hovertemplate": f"{side} a×w %{{y:.3f}}<extra></extra>", "xaxis": "x", "yaxis": "y"})
     if measure == "band_gap":
         bar_colors = np.where(score > 0, a_color, np.where(score < 0, b_color, "#bbbbbb")).tolist()
     else:
         bar_colors = "#777777"
-    figure.add_trace(go.Bar(x=x, y=score, marker={"color": bar_colors, "line": {"width": 0}}, customdata=ids,
-                            name=SCORE_LABELS[measure], showlegend=False,
-                            hovertemplate=f"{SCORE_LABELS[measure]} %{{y:.4f}}<extra></extra>"), 2, 1)
-    if neuron is not None:
-        for row in (1, 2):
-            figure.add_vline(x=f"#{int(neuron)}", line={"color": SELECTED_COLOR, "width": 2}, row=row, col=1)
+    plot.append({"type": "bar", "x": x, "y": typed_array(score), "marker": {"color": bar_colors, "line": {"width": 0}},
+                 "customdata": ids, "name": SCORE_LABELS[measure], "showlegend": False,
+                 "hovertemplate": f"{SCORE_LABELS[measure]} %{{y:.4f}}<extra></extra>", "xaxis": "x2", "yaxis": "y2"})
+    shapes = [] if neuron is None else [
+        {"type": "line", "x0": f"#{neuron}", "x1": f"#{neuron}", "xref": xref, "y0": 0, "y1": 1,
+         "yref": f"{yref} domain", "line": {"color": SELECTED_COLOR, "width": 2}}
+        for xref, yref in (("x", "y"), ("x2", "y2"))]
     buttons = [
         {"label": "all", "method": "relayout", "args": [{"xaxis2.range": [-0.5, count - 0.5]}]},
         {"label": f"first {ZOOM_WINDOW}", "method": "relayout",
@@ -101,27 +101,31 @@ def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap",
         {"label": f"last {ZOOM_WINDOW}", "method": "relayout",
          "args": [{"xaxis2.range": [max(0, count - ZOOM_WINDOW) - 0.5, count - 0.5]}]},
     ]
-    figure.update_layout(
-        title={"text": f"pair {pair}: {b_name} → {a_name} · {count} neurons by {MEASURE_LABELS[measure]}",
-               "x": 0.01, "y": 0.985, "font": {"size": 12}},
-        margin={"l": 48, "r": 30, "t": 52, "b": 8}, modebar={"orientation": "v"}, hovermode="x unified",
-        dragmode="zoom", plot_bgcolor="white",
-        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom", "font": {"size": 10}},
-        uirevision=f"{pair}-{measure}", bargap=0.1,
-        updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons, "x": 0.0, "xanchor": "left",
-                      "y": 1.0, "yanchor": "bottom", "pad": {"t": 0, "b": 2}, "font": {"size": 10},
-                      "showactive": False}],
-    )
-    figure.update_xaxes(type="category", showgrid=False, tickfont={"size": 9},
-                        unifiedhovertitle={"text": "neuron %{x}"})
-    figure.update_xaxes(showticklabels=False, row=1, col=1)
-    figure.update_xaxes(title={"text": "neurons (id), most vulnerable first", "font": {"size": 10},
-                               "standoff": 2}, row=2, col=1)
-    figure.update_yaxes(fixedrange=True, zeroline=True, zerolinecolor="#ccc", gridcolor="#f0f0f0",
-                        tickfont={"size": 9})
-    figure.update_yaxes(title={"text": "activation × weight", "font": {"size": 10}}, row=1, col=1)
-    figure.update_yaxes(title={"text": SCORE_LABELS[measure], "font": {"size": 10}}, row=2, col=1)
-    return figure
+    x_axis = {"type": "category", "showgrid": False, "tickfont": {"size": 9},
+              "unifiedhovertitle": {"text": "neuron %{x}"}, "domain": [0, 1], "automargin": True}
+    y_axis = {"fixedrange": True, "zeroline": True, "zerolinecolor": "#ccc", "gridcolor": "#f0f0f0",
+              "tickfont": {"size": 9}, "automargin": True}
+    layout = {
+        "title": {"text": f"pair {pair}: {b_name} → {a_name} · {count} neurons by {MEASURE_LABELS[measure]}",
+                  "x": 0.01, "y": 0.985, "font": {"size": 12}},
+        "margin": {"l": 48, "r": 30, "t": 52, "b": 8}, "modebar": {"orientation": "v"}, "hovermode": "x unified",
+        "dragmode": "zoom", "plot_bgcolor": "white", "shapes": shapes,
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom",
+                   "font": {"size": 10}},
+        "uirevision": f"{pair}-{measure}", "bargap": 0.1,
+        "updatemenus": [{"type": "buttons", "direction": "right", "buttons": buttons, "x": 0.0, "xanchor": "left",
+                         "y": 1.0, "yanchor": "bottom", "pad": {"t": 0, "b": 2}, "font": {"size": 10},
+                         "showactive": False}],
+        # two rows sharing the neuron axis: curves and bands above (76%), the measure's scores below
+        "xaxis": {**x_axis, "anchor": "y", "matches": "x2", "showticklabels": False},
+        "xaxis2": {**x_axis, "anchor": "y2", "title": {"text": "neurons (id), most vulnerable first",
+                                                       "font": {"size": 10}, "standoff": 2}},
+        "yaxis": {**y_axis, "anchor": "x", "domain": [0.2704, 1.0],
+                  "title": {"text": "activation × weight", "font": {"size": 10}}},
+        "yaxis2": {**y_axis, "anchor": "x2", "domain": [0.0, 0.2304],
+                   "title": {"text": SCORE_LABELS[measure], "font": {"size": 10}}},
+    }
+    return figure(plot, layout)
 
 
 def neuron_from_click(session: Session, click_data: dict | None) -> int | None:
@@ -150,7 +154,7 @@ def layout(session: Session, measure: str = DEFAULT_MEASURE) -> html.Section:
 
 # ---------------------------------------------------------------------------------------------- callbacks
 @guarded(error_figure)
-def draw(session: Session, pair, measure, neuron, quantile, top_percent) -> go.Figure:
+def draw(session: Session, pair, measure, neuron, quantile, top_percent) -> dict:
     return neuron_figure(session, pair, measure, neuron, quantile, 20.0 if top_percent is None else top_percent)
 
 

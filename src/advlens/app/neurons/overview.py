@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
+from plotly.colors import sequential
 
 from advlens.analysis import Session
 from advlens.app import common, validate
 from advlens.app.common import GRAPH_CONFIG, class_color, empty_figure, error_figure, guarded
+from advlens.app.figures import figure, typed_array
 from advlens.app.neurons.state import CLASSES, SELECTION, cell_selection
 
 COLOR_BY = "overview-color-by"
@@ -71,10 +72,12 @@ def scatter_groups(session: Session, side: str, color_by: str = "true",
 
 
 def scatter_figure(session: Session, side: str, color_by: str = "true", classes: dict | None = None,
-                   selected: Sequence[int] | None = None) -> go.Figure:
-    """The t-SNE scatterplot of one side, one trace per class (colour: true or predicted label).
+                   selected: Sequence[int] | None = None) -> dict:
+    """The t-SNE scatterplot of one side, one WebGL trace per class (colour: true or predicted label).
 
-    ``selected`` pairs stay opaque, the others fade; ``None`` means no selection.
+    ``selected`` pairs stay opaque, the others fade; ``None`` means no selection. WebGL (``scattergl``)
+    draws thousands of points in a fraction of the time SVG markers take, and restyles a selection
+    without redrawing them.
     """
     groups = scatter_groups(session, side, color_by, classes)
     title = "Benign images" if side == "benign" else "Adversarial images"
@@ -84,31 +87,35 @@ def scatter_figure(session: Session, side: str, color_by: str = "true", classes:
     chosen = None if selected is None else np.asarray(selected, dtype=np.int64)
     names = session.class_names
     size = _marker_size(sum(len(g) for _, g in groups))
-    figure = go.Figure()
+    traces = []
     for label, members in groups:
-        # customdata as an array (sent base64-encoded): lists of thousands of ids slow the Dash renderer down
-        trace = go.Scatter(
-            x=coords[members, 0], y=coords[members, 1], mode="markers", name=names[label], customdata=members,
-            marker={"color": class_color(label), "size": size, "line": {"width": 0}},
-            hovertemplate=f"pair %{{customdata}}<br>{'true' if color_by == 'true' else 'predicted'}: "
-                          f"{names[label]}<extra></extra>",
-            unselected={"marker": {"opacity": 0.12}}, showlegend=False,
-        )
+        # typed arrays (base64): lists of thousands of numbers slow the Dash renderer down
+        trace = {
+            "type": "scattergl", "x": typed_array(coords[members, 0]), "y": typed_array(coords[members, 1]),
+            "mode": "markers", "name": names[label], "customdata": typed_array(members, "i4"),
+            "marker": {"color": class_color(label), "size": size, "line": {"width": 0}},
+            "hovertemplate": f"pair %{{customdata}}<br>{'true' if color_by == 'true' else 'predicted'}: "
+                             f"{names[label]}<extra></extra>",
+            "unselected": {"marker": {"opacity": 0.12}}, "showlegend": False,
+        }
         if chosen is not None:
-            trace.selectedpoints = np.flatnonzero(np.isin(members, chosen)).tolist()
-        figure.add_trace(trace)
-    figure.update_layout(
-        title={"text": f"{title} <span style='color:#888;font-size:11px'>({color_by} label)</span>",
-               "x": 0.02, "y": 0.98, "font": {"size": 13}},
-        margin={"l": 4, "r": 28, "t": 26, "b": 4}, dragmode="lasso", plot_bgcolor="#fafafa",
-        modebar={"orientation": "v"},
-        xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"}, hovermode="closest",
-        uirevision=f"{side}-{classes}", clickmode="event+select",
-    )
-    return figure
+            trace["selectedpoints"] = np.flatnonzero(np.isin(members, chosen)).tolist()
+        traces.append(trace)
+    return figure(traces, {
+        "title": {"text": f"{title} <span style='color:#888;font-size:11px'>({color_by} label)</span>",
+                  "x": 0.02, "y": 0.98, "font": {"size": 13}},
+        "margin": {"l": 4, "r": 28, "t": 26, "b": 4}, "dragmode": "lasso", "plot_bgcolor": "#fafafa",
+        "modebar": {"orientation": "v"},
+        "xaxis": {"visible": False}, "yaxis": {"visible": False, "scaleanchor": "x"}, "hovermode": "closest",
+        "uirevision": f"{side}-{classes}", "clickmode": "event+select",
+    })
 
 
-def matrix_figure(session: Session, classes: dict | None = None, cell: Sequence[int] | None = None) -> go.Figure:
+ORANGES = [[i / (len(sequential.Oranges) - 1), c] for i, c in enumerate(sequential.Oranges)]
+"""ColorBrewer Oranges as an explicit colour scale (Plotly.js has no built-in scale of that name)."""
+
+
+def matrix_figure(session: Session, classes: dict | None = None, cell: Sequence[int] | None = None) -> dict:
     """The Prediction Matrix: rows true label, columns adversarial label, orange darkness = count."""
     classes = classes or default_classes(session)
     rows, cols = list(classes["rows"]), list(classes["cols"])
@@ -121,27 +128,28 @@ def matrix_figure(session: Session, classes: dict | None = None, cell: Sequence[
     text = [[str(v) if v else "" for v in row] for row in counts]
     hovertext = [[f"{row_names[i]} → {col_names[j]}: {counts[i, j]} pairs" for j in range(len(cols))]
                  for i in range(len(rows))]
-    figure = go.Figure(go.Heatmap(
-        z=counts, x=list(range(len(cols))), y=list(range(len(rows))), text=text, texttemplate="%{text}",
-        textfont={"size": 10 if len(cols) <= 10 else 8}, hovertext=hovertext,
-        hovertemplate="%{hovertext}<extra></extra>", colorscale="Oranges", zmin=0, showscale=False,
-        xgap=1, ygap=1,
-    ))
-    figure.update_layout(
-        title={"text": "Prediction Matrix", "x": 0.02, "y": 0.98, "font": {"size": 13}},
-        margin={"l": 4, "r": 4, "t": 26, "b": 4}, plot_bgcolor="white",
-        xaxis={"tickvals": list(range(len(cols))), "ticktext": col_names, "tickangle": -45, "side": "bottom",
-               "title": {"text": "adversarial label", "font": {"size": 11}, "standoff": 2},
-               "tickfont": {"size": 10}, "automargin": True, "fixedrange": True, "showgrid": False},
-        yaxis={"tickvals": list(range(len(rows))), "ticktext": row_names, "autorange": "reversed",
-               "title": {"text": "true label", "font": {"size": 11}, "standoff": 2}, "tickfont": {"size": 10},
-               "automargin": True, "fixedrange": True, "showgrid": False},
-    )
+    heatmap = {
+        "type": "heatmap", "z": counts.tolist(), "x": list(range(len(cols))), "y": list(range(len(rows))),
+        "text": text, "texttemplate": "%{text}", "textfont": {"size": 10 if len(cols) <= 10 else 8},
+        "hovertext": hovertext, "hovertemplate": "%{hovertext}<extra></extra>", "colorscale": ORANGES, "zmin": 0,
+        "showscale": False, "xgap": 1, "ygap": 1,
+    }
+    shapes = []
     if cell is not None and cell[0] in rows and cell[1] in cols:
         i, j = rows.index(cell[0]), cols.index(cell[1])
-        figure.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
-                         line={"color": "#222", "width": 2.5})
-    return figure
+        shapes.append({"type": "rect", "x0": j - 0.5, "x1": j + 0.5, "y0": i - 0.5, "y1": i + 0.5,
+                       "line": {"color": "#222", "width": 2.5}})
+    return figure([heatmap], {
+        "title": {"text": "Prediction Matrix", "x": 0.02, "y": 0.98, "font": {"size": 13}},
+        "margin": {"l": 4, "r": 4, "t": 26, "b": 4}, "plot_bgcolor": "white", "shapes": shapes,
+        "xaxis": {"tickvals": list(range(len(cols))), "ticktext": col_names, "tickangle": -45, "side": "bottom",
+                  "title": {"text": "adversarial label", "font": {"size": 11}, "standoff": 2},
+                  "tickfont": {"size": 10}, "automargin": True, "fixedrange": True, "showgrid": False,
+                  "zeroline": False},
+        "yaxis": {"tickvals": list(range(len(rows))), "ticktext": row_names, "autorange": "reversed",
+                  "title": {"text": "true label", "font": {"size": 11}, "standoff": 2}, "tickfont": {"size": 10},
+                  "automargin": True, "fixedrange": True, "showgrid": False, "zeroline": False},
+    })
 
 
 def legend(session: Session, classes: dict | None) -> list:
@@ -243,7 +251,7 @@ def set_classes(session: Session, rows, cols, current) -> dict:
 
 
 @guarded(lambda text: (error_figure(text), error_figure(text)))
-def draw_scatter(session: Session, color_by, classes, selection) -> tuple[go.Figure, go.Figure]:
+def draw_scatter(session: Session, color_by, classes, selection) -> tuple[dict, dict]:
     color_by = validate.choice(color_by, COLOR_CHOICES, "colour")
     classes = validate.class_view(session, classes)
     selection = validate.selection(session, selection)

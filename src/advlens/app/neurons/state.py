@@ -100,12 +100,19 @@ def initial_selection(session: Session, state: NeuronsState) -> dict | None:
     return None if state.cell is None else cell_selection(session, *state.cell)
 
 
-def query_string(selection: dict | None, pair: int | None, neuron: int | None, measure: str | None,
-                 sort: str | None) -> str:
-    """The URL query of a selection (``""`` when there is nothing to say)."""
+def query_string(session: Session, selection: dict | None, pair: int | None, neuron: int | None,
+                 measure: str | None, sort: str | None) -> str:
+    """The URL query of a selection (``""`` when there is nothing to say).
+
+    The cell is left out when it is the pair's own (the URL's pair opens its cell), so the URL stays short.
+    """
     params: dict[str, object] = {}
-    if selection and selection.get("cell"):
-        params["true"], params["adv"] = selection["cell"]
+    cell = list(selection["cell"]) if selection and selection.get("cell") else None
+    if cell and pair is not None:
+        info = session.pair_info(pair)
+        cell = None if cell == [info["label"], info["adv_pred"]] else cell
+    if cell:
+        params["true"], params["adv"] = cell
     if pair is not None:
         params["pair"] = pair
     if neuron is not None:

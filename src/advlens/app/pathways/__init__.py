@@ -19,8 +19,8 @@ def layout(session: Session, search: str | None = None) -> html.Div:
         "how they change with the attack strength (slider over ε, FGSM against PGD in compare mode);",
         "a neuron's detail: feature visualisation, dataset examples, importance against strength; a link to the "
         "Neurons page for a pair of the class pair.",
-    ], "the strength sweep stage of advlens prepare; advlens pathways STORE --original C --target C "
-       "[--targeted] for one class pair", "issue 9")
+    ], ["the strength sweep stage of ", html.Code("advlens prepare"), "; for one class pair, ",
+        html.Code("advlens pathways STORE --original C --target C [--targeted]")], "issue 9")
 
 
 def register(app: Dash, session: Session) -> None:

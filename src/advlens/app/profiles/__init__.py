@@ -19,7 +19,8 @@ def layout(session: Session, search: str | None = None) -> html.Div:
         "the Layer View of one layer: unit heatmaps under four reductions (mean, max, difference, direct), activation "
         "maps and the strongest connections;",
         "the layer selection of the Model page (sequential layers only).",
-    ], "the profiles stage of advlens prepare (--profiles-background: 2,000 benign test images)", "issue 10")
+    ], ["the profiles stage of ", html.Code("advlens prepare"), " (", html.Code("--profiles-background"),
+        ": 2,000 benign test images)"], "issue 10")
 
 
 def register(app: Dash, session: Session) -> None:
