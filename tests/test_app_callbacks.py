@@ -300,7 +300,7 @@ def test_pickers_refuse_ids_that_are_not_the_stores(session, pair):
     click = {"points": [{"customdata": 2 * k - 1}]}
     assert cluster_view.pick(session, cluster_view.GRAPH, click, None, pair, None) is no_update
     assert cluster_view.pick(session, cluster_view.GRAPH, {"points": [{"customdata": k}]}, None, pair, None) == {
-        "pair": pair, "quantile": None, "nodes": [k]}
+        "pair": pair, "quantile": None, "metric": "rf_l2", "method": "ward", "nodes": [k]}
     assert cluster_view.pick(session, cluster_view.GRAPH, {"points": [{"customdata": k}]}, None, -3, None) is no_update
     assert overview.select(session, overview.MATRIX, None, None, {"points": [{"x": 0, "y": 0}]},
                            {"rows": [99], "cols": [0]}, "true", None) is no_update
@@ -568,6 +568,24 @@ def test_neuron_view_orders_curves_and_bands_by_the_measure(session, pair, measu
     assert f"pair {pair}:" in figure.layout.title.text
 
 
+def test_the_band_kind_is_chosen_in_the_view(session, pair):
+    info = session.pair_info(pair)
+    highs = {}
+    for kind in ("ci", "percentile"):
+        figure = as_figure(neuron_view.draw(session, pair, "band_gap", None, None, 20, kind))
+        order, gap = session.neuron_ranking(pair, "band_gap", kind=kind)
+        band = next(t for t in figure.data if t.name == f"{info['adv_name']} band")
+        highs[kind] = decode(band.y)
+        assert np.allclose(highs[kind], session.bands(kind=kind).high[info["adv_pred"]].numpy()[order])
+        bars = next(t for t in figure.data if t.type == "bar")
+        assert np.allclose(decode(bars.y), gap[order])
+        assert neuron_view.band_label(session, kind) in figure.layout.title.text
+    assert not np.allclose(np.sort(highs["ci"]), np.sort(highs["percentile"]))  # the choice reaches the figure
+    assert neuron_view.band_label(session, "percentile") == "class 10th–90th percentile"
+    assert neuron_view.band_label(session, "ci") == "95% CI of the class mean"
+    assert "band kind 'iqr'" in figure_message(neuron_view.draw(session, pair, "band_gap", None, None, 20, "iqr"))
+
+
 def test_band_gap_order_puts_excited_neurons_first_and_inhibited_last(session, pair):
     order, gap = session.neuron_ranking(pair, "band_gap")
     assert np.all(np.diff(gap[order]) <= 1e-7), "signed band gap, largest (most excited) first"
@@ -680,6 +698,25 @@ def test_dendrogram_figure_marks_the_neuron_and_the_selected_subtrees(session, p
     assert "Pick a pair" in figure_message(cluster_view.draw(session, None, None, None, None)[0])
 
 
+def test_the_distance_and_linkage_are_chosen_in_the_view(session, pair):
+    from scipy.cluster.hierarchy import linkage
+
+    heights = {}
+    for method in ("ward", "complete", "average"):
+        figure = as_figure(cluster_view.draw(session, pair, None, None, None, "activation_l2", method)[0])
+        merges = next(t for t in figure.data if t.mode == "markers" and len(t.customdata) == session.num_neurons - 1)
+        heights[method] = np.sort(decode(merges.y))
+        # independent: SciPy's linkage of the neurons' stored feature maps (benign and adversarial, flattened)
+        benign, adversarial = (m.numpy().reshape(session.num_neurons, -1) for m in session.feature_maps(pair))
+        expected = linkage(np.concatenate([benign, adversarial], axis=1).astype(np.float64), method)[:, 2]
+        assert np.allclose(heights[method], np.sort(expected), rtol=1e-4, atol=1e-5), method
+        assert f"L2 of the feature maps · {cluster_view.METHOD_LABELS[method]} linkage" in figure.layout.yaxis.title.text
+    assert not np.allclose(heights["ward"], heights["average"])
+    message = figure_message(cluster_view.draw(session, pair, None, None, None, "rf_iou", "ward")[0])
+    assert "Ward linkage needs L2 distances" in message
+    assert "distance 'cosine'" in figure_message(cluster_view.draw(session, pair, None, None, None, "cosine", None)[0])
+
+
 def test_selected_nodes_belong_to_one_pair_and_threshold():
     record = {"pair": 4, "quantile": 0.9, "nodes": [8, 7]}
     assert cluster_view.active_nodes(record, 4, 0.9) == [8, 7]
@@ -694,11 +731,15 @@ def test_clicking_nodes_toggles_them(session, pair):
     assert cluster_view.toggle_node(None, 5) == [5]
     k = session.num_neurons
     first = cluster_view.pick(session, cluster_view.GRAPH, {"points": [{"customdata": k + 1}]}, None, pair, None)
-    assert first == {"pair": pair, "quantile": None, "nodes": [k + 1]}
+    assert first == {"pair": pair, "quantile": None, "metric": "rf_l2", "method": "ward", "nodes": [k + 1]}
     assert cluster_view.pick(session, cluster_view.GRAPH, {"points": [{"customdata": k + 1}]}, first, pair,
                              None)["nodes"] == []
     assert cluster_view.pick(session, cluster_view.CLEAR, None, first, pair, None) is None
     assert cluster_view.pick(session, cluster_view.CLEAR, None, None, pair, None) is no_update
+    # another distance or linkage is another tree: its selection starts empty
+    assert cluster_view.pick(session, "cluster-method", None, first, pair, None, "rf_l2", "complete") is None
+    assert cluster_view.active_nodes(first, pair, None, "rf_l2", "complete") == []
+    assert cluster_view.active_nodes(first, pair, None, "rf_l2", "ward") == [k + 1]
     assert cluster_view.node_from_click(session, {"points": [{"x": 1}]}) is None
 
 

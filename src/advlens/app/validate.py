@@ -15,6 +15,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from advlens import measures
 from advlens.analysis import Session
 from advlens.errors import AdvlensError
 
@@ -161,10 +162,13 @@ def selection(session: Session, value) -> dict | None:
 
 
 def nodes_record(session: Session, record) -> dict | None:
-    """The selected dendrogram nodes with the pair and RF threshold they refer to."""
+    """The selected dendrogram nodes with the tree they refer to (pair, RF threshold, distance, linkage)."""
     if record is None:
         return None
     if not isinstance(record, Mapping):
         raise InvalidSelection(f"selected nodes {str(record)[:80]!r} are not {{'pair', 'quantile', 'nodes'}}")
+    metric = choice(record.get("metric", measures.DEFAULT_METRIC), measures.METRICS, "distance")
+    method = record.get("method")
     return {"pair": pair_id(session, record.get("pair")), "quantile": rf_quantile(session, record.get("quantile")),
+            "metric": metric, "method": None if method is None else choice(method, measures.METHODS, "linkage"),
             "nodes": node_ids(session, record.get("nodes", []))}

@@ -1,5 +1,7 @@
 """Neuron Cluster View (paper 001, §5.2.2, Fig. 2-e): the dendrogram of the analysed layer's neurons
-for the selected pair (hierarchical clustering by the L2 distance between their RFs).
+for the selected pair (hierarchical clustering; default: Ward linkage of the L2 distance between the
+neurons' RF images, the benign and adversarial image masked by each RF). The distance and the linkage
+are chosen here.
 
 The selected neuron is marked in red; clicking a node toggles the selection of its subtree (several
 nodes may be selected); the selected neurons feed the RF union or intersection of the Receptive
@@ -14,15 +16,27 @@ import numpy as np
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from advlens import measures
 from advlens.analysis import Session
 from advlens.app import common, validate
 from advlens.app.common import GRAPH_CONFIG, GROUP_COLOR, SELECTED_COLOR, empty_figure, error_figure, guarded
 from advlens.app.figures import figure, typed_array
-from advlens.app.neurons.state import NEURON, NODES, PAIR, RF_QUANTILE
+from advlens.measures.clustering import EUCLIDEAN_METHODS
+from advlens.app.neurons.state import CLUSTER_METHOD, CLUSTER_METRIC, NEURON, NODES, PAIR, RF_QUANTILE
 
 GRAPH = "dendrogram"
 CLEAR = "dendrogram-clear"
 CAPTION = "dendrogram-caption"
+
+METRIC_LABELS = {
+    "rf_l2": "L2 of the RF images",
+    "mask_l2": "L2 of the RF masks",
+    "rf_iou": "1 − IoU of the RF masks",
+    "activation_l2": "L2 of the feature maps",
+}
+assert set(METRIC_LABELS) == set(measures.METRICS)
+METHOD_LABELS = {"ward": "Ward", "complete": "complete", "average": "average"}
+"""The linkages offered (average linkage draws hundreds of neurons as one long chain, see the README)."""
 
 
 class DendrogramGeometry:
@@ -80,18 +94,35 @@ class DendrogramGeometry:
         return [self.x[node], self.x[node]], [self.y[node], top]
 
 
-def geometry(session: Session, pair: int, quantile: float | None = None) -> DendrogramGeometry:
-    clustering = session.clustering(pair, quantile=quantile)
+def tree_choice(metric, method) -> tuple[str, str]:
+    """A checked (distance, linkage) pair; Ward linkage needs an L2 distance."""
+    metric = validate.choice(metric, METRIC_LABELS, "distance")
+    method = measures.default_method(metric) if method is None else validate.choice(method, METHOD_LABELS, "linkage")
+    if method in EUCLIDEAN_METHODS and not metric.endswith("_l2"):
+        raise validate.InvalidSelection(f"{METHOD_LABELS[method]} linkage needs L2 distances: with "
+                                        f"{METRIC_LABELS[metric]} pick complete or average linkage")
+    return metric, method
+
+
+def geometry(session: Session, pair: int, quantile: float | None = None, metric: str = measures.DEFAULT_METRIC,
+             method: str | None = None) -> DendrogramGeometry:
+    clustering = session.clustering(pair, metric=metric, method=method, quantile=quantile)
     return DendrogramGeometry(clustering.linkage_, clustering.leaves_, clustering.n_neurons_)
 
 
-def active_nodes(record: dict | None, pair: int | None, quantile: float | None) -> list[int]:
-    """The selected node ids when they belong to this pair's clustering at this RF threshold, else none.
+def active_nodes(record: dict | None, pair: int | None, quantile: float | None,
+                 metric: str = measures.DEFAULT_METRIC, method: str | None = None) -> list[int]:
+    """The selected node ids when they belong to this tree (pair, RF threshold, distance, linkage), else none.
 
-    The ``nodes`` store records the pair and threshold its node ids refer to, so picking another pair
-    needs no round trip to clear it.
+    The ``nodes`` store records the tree its node ids refer to, so picking another pair needs no round trip
+    to clear it.
     """
     if not record or pair is None or record.get("pair") != pair or record.get("quantile") != quantile:
+        return []
+    method = measures.default_method(metric) if method is None else method
+    recorded_metric = record.get("metric", measures.DEFAULT_METRIC)
+    recorded_method = record.get("method") or measures.default_method(recorded_metric)
+    if (recorded_metric, recorded_method) != (metric, method):
         return []
     return [int(n) for n in record.get("nodes", [])]
 
@@ -102,15 +133,17 @@ def toggle_node(nodes: Sequence[int] | None, node: int) -> list[int]:
     return [n for n in current if n != node] if node in current else current + [int(node)]
 
 
-def selected_neurons(session: Session, pair: int, nodes: Sequence[int], quantile: float | None = None) -> np.ndarray:
+def selected_neurons(session: Session, pair: int, nodes: Sequence[int], quantile: float | None = None,
+                     metric: str = measures.DEFAULT_METRIC, method: str | None = None) -> np.ndarray:
     """The neurons under the selected nodes (sorted ids)."""
     if not nodes:
         return np.zeros(0, dtype=np.int64)
-    return session.clustering(pair, quantile=quantile).members([int(n) for n in nodes])
+    return session.clustering(pair, metric=metric, method=method, quantile=quantile).members([int(n) for n in nodes])
 
 
 def dendrogram_figure(session: Session, pair: int | None, neuron: int | None = None,
-                      nodes: Sequence[int] | None = None, quantile: float | None = None) -> dict:
+                      nodes: Sequence[int] | None = None, quantile: float | None = None,
+                      metric: str = measures.DEFAULT_METRIC, method: str | None = None) -> dict:
     """The dendrogram of a pair's neurons, the selected neuron in red and the selected subtrees in blue.
 
     Every argument is checked (:mod:`advlens.app.validate`); a bad one raises ``InvalidSelection``.
@@ -119,9 +152,10 @@ def dendrogram_figure(session: Session, pair: int | None, neuron: int | None = N
     neuron = validate.neuron_id(session, neuron)
     nodes = validate.node_ids(session, nodes)
     quantile = validate.rf_quantile(session, quantile)
+    metric, method = tree_choice(metric, method)
     if pair is None:
         return empty_figure("Pick a pair in the Image Grid to cluster its neurons.")
-    geo = geometry(session, pair, quantile)
+    geo = geometry(session, pair, quantile, metric, method)
     merges = range(geo.n_neurons, geo.num_nodes)
     xs, ys = geo.segments(merges)
     traces = [{"type": "scatter", "x": xs, "y": ys, "mode": "lines", "line": {"color": "#9a9a9a", "width": 1},
@@ -172,7 +206,7 @@ def dendrogram_figure(session: Session, pair: int | None, neuron: int | None = N
             "customdata": [neuron], "marker": {"symbol": "triangle-up", "size": 11, "color": SELECTED_COLOR},
             "showlegend": False, "hovertemplate": f"selected neuron {neuron}<extra></extra>",
         })
-    count = len(selected_neurons(session, pair, nodes, quantile)) if nodes else 0
+    count = len(selected_neurons(session, pair, nodes, quantile, metric, method)) if nodes else 0
     chosen = f" · {len(nodes)} node{'s' if len(nodes) > 1 else ''}, {count} neurons selected" if nodes else ""
     return figure(traces, {
         "title": {"text": f"pair {pair}: {geo.n_neurons} neurons{chosen}", "x": 0.01, "y": 0.985,
@@ -180,19 +214,21 @@ def dendrogram_figure(session: Session, pair: int | None, neuron: int | None = N
         "margin": {"l": 44, "r": 30, "t": 30, "b": 8}, "modebar": {"orientation": "v"}, "plot_bgcolor": "white",
         "dragmode": "zoom", "hovermode": "closest", "shapes": shapes,
         "xaxis": {"visible": False, "range": [-1, geo.n_neurons]},
-        "yaxis": {"title": {"text": "RF distance (L2)", "font": {"size": 10}}, "tickfont": {"size": 9},
+        "yaxis": {"title": {"text": f"{METRIC_LABELS[metric]} · {METHOD_LABELS[method]} linkage",
+                            "font": {"size": 10}}, "tickfont": {"size": 9},
                   "gridcolor": "#f0f0f0", "zeroline": False, "automargin": True,
                   "range": [-0.08 * max(top, 1e-6), 1.04 * max(top, 1e-6)]},
-        "uirevision": f"{pair}-{quantile}",
+        "uirevision": f"{pair}-{quantile}-{metric}-{method}",
     })
 
 
-def caption(session: Session, pair: int | None, nodes: Sequence[int] | None, quantile: float | None) -> str:
+def caption(session: Session, pair: int | None, nodes: Sequence[int] | None, quantile: float | None,
+            metric: str = measures.DEFAULT_METRIC, method: str | None = None) -> str:
     if pair is None:
         return ""
     if not nodes:
         return "Click nodes to select their subtrees; the Receptive Field View shows their RFs combined."
-    members = selected_neurons(session, pair, nodes, quantile)
+    members = selected_neurons(session, pair, nodes, quantile, metric, method)
     shown = ", ".join(str(int(m)) for m in members[:12]) + (" …" if len(members) > 12 else "")
     return f"{len(members)} neurons selected: {shown}"
 
@@ -209,7 +245,15 @@ def node_from_click(session: Session, click_data: dict | None) -> int | None:
 
 
 def layout(session: Session) -> html.Section:
-    controls = [html.Button("Clear nodes", id=CLEAR, n_clicks=0, className="button")]
+    controls = [
+        dcc.Dropdown(id=CLUSTER_METRIC, options=[{"label": v, "value": k} for k, v in METRIC_LABELS.items()],
+                     value=measures.DEFAULT_METRIC, clearable=False, searchable=False, className="metric-dropdown"),
+        dcc.Dropdown(id=CLUSTER_METHOD, options=[{"label": f"{v} linkage", "value": k}
+                                                 for k, v in METHOD_LABELS.items()],
+                     value=measures.default_method(measures.DEFAULT_METRIC), clearable=False, searchable=False,
+                     className="method-dropdown"),
+        html.Button("Clear nodes", id=CLEAR, n_clicks=0, className="button"),
+    ]
     return common.panel("Neuron Cluster View", [
         dcc.Loading(dcc.Graph(id=GRAPH, config=GRAPH_CONFIG, className="dendrogram-graph", responsive=True),
                     delay_show=common.LOADING_DELAY_MS, parent_className="graph-fill"),
@@ -219,32 +263,41 @@ def layout(session: Session) -> html.Section:
 
 # ---------------------------------------------------------------------------------------------- callbacks
 @guarded(lambda text: (error_figure(text), ""))
-def draw(session: Session, pair, neuron, record, quantile) -> tuple:
+def draw(session: Session, pair, neuron, record, quantile, metric=measures.DEFAULT_METRIC, method=None) -> tuple:
     record = validate.nodes_record(session, record)
-    nodes = active_nodes(record, pair, quantile)
-    return dendrogram_figure(session, pair, neuron, nodes, quantile), caption(session, pair, nodes, quantile)
+    metric, method = tree_choice(metric, method)
+    nodes = active_nodes(record, pair, quantile, metric, method)
+    return (dendrogram_figure(session, pair, neuron, nodes, quantile, metric, method),
+            caption(session, pair, nodes, quantile, metric, method))
 
 
 @guarded(lambda text: no_update)
-def pick(session: Session, trigger, click_data, record, pair, quantile) -> dict | None:
-    """The selected nodes after a click on a node (toggles it), "Clear nodes" or a neuron picked elsewhere."""
-    if trigger != GRAPH:  # cleared, or a neuron picked in the Neuron Vulnerability View
+def pick(session: Session, trigger, click_data, record, pair, quantile, metric=measures.DEFAULT_METRIC,
+         method=None) -> dict | None:
+    """The selected nodes after a click on a node (toggles it); none after "Clear nodes", a neuron picked in the
+    Neuron Vulnerability View or another distance or linkage (another tree)."""
+    if trigger != GRAPH:
         return None if record else no_update
     record = validate.nodes_record(session, record)
     pair = validate.pair_id(session, pair)
     quantile = validate.rf_quantile(session, quantile)
+    metric, method = tree_choice(metric, method)
     node = node_from_click(session, click_data)
     if pair is None or node is None:
         raise PreventUpdate
-    return {"pair": pair, "quantile": quantile, "nodes": toggle_node(active_nodes(record, pair, quantile), node)}
+    nodes = toggle_node(active_nodes(record, pair, quantile, metric, method), node)
+    return {"pair": pair, "quantile": quantile, "metric": metric, "method": method, "nodes": nodes}
 
 
 def register(app: Dash, session: Session) -> None:
     app.callback(Output(GRAPH, "figure"), Output(CAPTION, "children"), Input(PAIR, "data"), Input(NEURON, "data"),
-                 Input(NODES, "data"), Input(RF_QUANTILE, "value"))(
-        lambda pair, neuron, record, quantile: draw(session, pair, neuron, record, quantile))
+                 Input(NODES, "data"), Input(RF_QUANTILE, "value"), Input(CLUSTER_METRIC, "value"),
+                 Input(CLUSTER_METHOD, "value"))(
+        lambda pair, neuron, record, quantile, metric, method: draw(session, pair, neuron, record, quantile, metric,
+                                                                    method))
 
     @app.callback(Output(NODES, "data"), Input(GRAPH, "clickData"), Input(CLEAR, "n_clicks"), Input(NEURON, "data"),
+                  Input(CLUSTER_METRIC, "value"), Input(CLUSTER_METHOD, "value"),
                   State(NODES, "data"), State(PAIR, "data"), State(RF_QUANTILE, "value"), prevent_initial_call=True)
-    def _pick(click_data, _clear, _neuron, record, pair, quantile):
-        return pick(session, ctx.triggered_id, click_data, record, pair, quantile)
+    def _pick(click_data, _clear, _neuron, metric, method, record, pair, quantile):
+        return pick(session, ctx.triggered_id, click_data, record, pair, quantile, metric, method)

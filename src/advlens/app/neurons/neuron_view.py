@@ -2,7 +2,9 @@
 
 The selected pair's activation × weight curves (benign image × benign class weight, adversarial image
 × adversarial class weight) and the two class bands over the neurons, coloured by the labels'
-colours and ordered by a vulnerability measure, with the measure's score per neuron below.
+colours and ordered by a vulnerability measure, with the measure's score per neuron below. The band
+kind is chosen here: an interval of the class distribution (default: 10th–90th percentiles, where the
+three regions of Fig. 4 show on a full store) or the confidence interval of the class mean.
 Horizontally zoomable (drag, range slider, "first/last 25" buttons); hover shows a neuron's values;
 a click selects the neuron.
 """
@@ -13,11 +15,12 @@ import numpy as np
 from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from advlens import measures
 from advlens.analysis import NEURON_MEASURES, Session
 from advlens.app import common, validate
 from advlens.app.common import GRAPH_CONFIG, SELECTED_COLOR, class_color, empty_figure, error_figure, guarded, rgba
 from advlens.app.figures import figure, typed_array
-from advlens.app.neurons.state import DEFAULT_MEASURE, NEURON, PAIR, RF_QUANTILE, TOP_PERCENT
+from advlens.app.neurons.state import BAND_KIND, DEFAULT_MEASURE, NEURON, PAIR, RF_QUANTILE, TOP_PERCENT
 from advlens.errors import AdvlensError
 
 MEASURE = "neuron-measure"
@@ -37,8 +40,26 @@ SCORE_LABELS = {"band_gap": "band gap", "iou_bmap": "IoU (bMap)", "iou_amap": "I
 ZOOM_WINDOW = 25
 
 
+def band_label(session: Session, kind: str) -> str:
+    """What a band kind shows, at the level the session uses for it (e.g. "10th–90th percentile")."""
+    level = session.band_level if kind == session.band_kind else measures.BAND_LEVELS[kind]
+    if kind == "ci":
+        return f"{100 * level:g}% CI of the class mean"
+    tail = 50 * (1 - level)
+    return f"class {_ordinal(tail)}–{_ordinal(100 - tail)} percentile"
+
+
+def _ordinal(value: float) -> str:
+    number = f"{value:g}"
+    if not number.isdigit():
+        return f"{number}th"
+    n = int(number)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap", neuron: int | None = None,
-                  quantile: float | None = None, top_percent: float = 20.0) -> dict:
+                  quantile: float | None = None, top_percent: float = 20.0, kind: str | None = None) -> dict:
     """Curves, bands and the measure's scores of a pair, neurons ordered by the measure.
 
     Every argument is checked (:mod:`advlens.app.validate`); a bad one raises ``InvalidSelection``.
@@ -48,15 +69,16 @@ def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap",
     neuron = validate.neuron_id(session, neuron)
     quantile = validate.rf_quantile(session, quantile)
     top_percent = validate.number(top_percent, "top p%", 1, 100)
+    kind = session.band_kind if kind is None else validate.choice(kind, measures.BAND_KINDS, "band kind")
     if pair is None:
         return empty_figure("Pick a pair in the Image Grid to see its neurons.")
     info = session.pair_info(pair)
     try:
-        order, scores = session.neuron_ranking(pair, measure, top_percent=top_percent, quantile=quantile)
+        order, scores = session.neuron_ranking(pair, measure, top_percent=top_percent, quantile=quantile, kind=kind)
     except AdvlensError as exc:  # e.g. the store's model cannot be loaded: the other measures still work
         return error_figure(f"{MEASURE_LABELS[measure]} unavailable: {exc}")
     curves = session.curves(pair)
-    bands = session.bands()
+    bands = session.bands(kind=kind)
     benign, adversarial = curves.benign.numpy()[order], curves.adversarial.numpy()[order]
     b_low, b_high = bands.low[info["label"]].numpy()[order], bands.high[info["label"]].numpy()[order]
     a_low, a_high = bands.low[info["adv_pred"]].numpy()[order], bands.high[info["adv_pred"]].numpy()[order]
@@ -106,13 +128,14 @@ def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap",
     y_axis = {"fixedrange": True, "zeroline": True, "zerolinecolor": "#ccc", "gridcolor": "#f0f0f0",
               "tickfont": {"size": 9}, "automargin": True}
     layout = {
-        "title": {"text": f"pair {pair}: {b_name} → {a_name} · {count} neurons by {MEASURE_LABELS[measure]}",
+        "title": {"text": f"pair {pair}: {b_name} → {a_name} · {count} neurons by {MEASURE_LABELS[measure]} · "
+                          f"bands: {band_label(session, kind)}",
                   "x": 0.01, "y": 0.985, "font": {"size": 12}},
         "margin": {"l": 48, "r": 30, "t": 52, "b": 8}, "modebar": {"orientation": "v"}, "hovermode": "x unified",
         "dragmode": "zoom", "plot_bgcolor": "white", "shapes": shapes,
         "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom",
                    "font": {"size": 10}},
-        "uirevision": f"{pair}-{measure}", "bargap": 0.1,
+        "uirevision": f"{pair}-{measure}-{kind}", "bargap": 0.1,
         "updatemenus": [{"type": "buttons", "direction": "right", "buttons": buttons, "x": 0.0, "xanchor": "left",
                          "y": 1.0, "yanchor": "bottom", "pad": {"t": 0, "b": 2}, "font": {"size": 10},
                          "showactive": False}],
@@ -145,6 +168,9 @@ def layout(session: Session, measure: str = DEFAULT_MEASURE) -> html.Section:
         html.Span("sort by", className="label"),
         dcc.Dropdown(id=MEASURE, options=[{"label": v, "value": k} for k, v in MEASURE_LABELS.items()],
                      value=measure, clearable=False, searchable=False, className="measure-dropdown"),
+        html.Span("bands", className="label"),
+        dcc.Dropdown(id=BAND_KIND, options=[{"label": band_label(session, k), "value": k} for k in measures.BAND_KINDS],
+                     value=session.band_kind, clearable=False, searchable=False, className="band-dropdown"),
     ]
     return common.panel("Neuron Vulnerability View", [
         dcc.Loading(dcc.Graph(id=GRAPH, config=GRAPH_CONFIG, className="neuron-graph"),
@@ -154,8 +180,9 @@ def layout(session: Session, measure: str = DEFAULT_MEASURE) -> html.Section:
 
 # ---------------------------------------------------------------------------------------------- callbacks
 @guarded(error_figure)
-def draw(session: Session, pair, measure, neuron, quantile, top_percent) -> dict:
-    return neuron_figure(session, pair, measure, neuron, quantile, 20.0 if top_percent is None else top_percent)
+def draw(session: Session, pair, measure, neuron, quantile, top_percent, kind=None) -> dict:
+    return neuron_figure(session, pair, measure, neuron, quantile, 20.0 if top_percent is None else top_percent,
+                         kind)
 
 
 @guarded(lambda text: no_update)
@@ -169,8 +196,8 @@ def pick(session: Session, click_data, current) -> int:
 
 def register(app: Dash, session: Session) -> None:
     app.callback(Output(GRAPH, "figure"), Input(PAIR, "data"), Input(MEASURE, "value"), Input(NEURON, "data"),
-                 Input(RF_QUANTILE, "value"), Input(TOP_PERCENT, "value"))(
-        lambda pair, measure, neuron, quantile, top_percent: draw(session, pair, measure, neuron, quantile,
-                                                                  top_percent))
+                 Input(RF_QUANTILE, "value"), Input(TOP_PERCENT, "value"), Input(BAND_KIND, "value"))(
+        lambda pair, measure, neuron, quantile, top_percent, kind: draw(session, pair, measure, neuron, quantile,
+                                                                        top_percent, kind))
     app.callback(Output(NEURON, "data"), Input(GRAPH, "clickData"), State(NEURON, "data"),
                  prevent_initial_call=True)(lambda click_data, current: pick(session, click_data, current))

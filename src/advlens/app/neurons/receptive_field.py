@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
+from advlens import measures
 from advlens.analysis import Session
 from advlens.app import common, validate
 from advlens.app.common import class_color, guarded
@@ -59,17 +60,20 @@ def probability_bars(session: Session, probabilities: np.ndarray, highlight: int
 
 
 def rf_neurons(session: Session, pair: int, neuron: int | None, nodes: Sequence[int] | None,
-               quantile: float | None = None) -> np.ndarray:
-    """The neurons whose RFs are shown: those under the selected dendrogram nodes, else the neuron."""
+               quantile: float | None = None, tree: tuple[str, str | None] = (measures.DEFAULT_METRIC, None)
+               ) -> np.ndarray:
+    """The neurons whose RFs are shown: those under the selected dendrogram nodes (of the clustering ``tree``,
+    a distance and a linkage), else the neuron."""
     if nodes:
-        return selected_neurons(session, pair, nodes, quantile)
+        return selected_neurons(session, pair, nodes, quantile, *tree)
     if neuron is None:
         return np.zeros(0, dtype=np.int64)
     return np.array([int(neuron)], dtype=np.int64)
 
 
 def rf_panel(session: Session, pair: int | None, neuron: int | None = None, nodes: Sequence[int] | None = None,
-             op: str = "union", quantile: float | None = None) -> dict:
+             op: str = "union", quantile: float | None = None,
+             tree: tuple[str, str | None] = (measures.DEFAULT_METRIC, None)) -> dict:
     """Everything the RF half of the view shows, as plain values (image data URIs, bars, texts).
 
     Every argument is checked (:mod:`advlens.app.validate`); a bad one raises ``InvalidSelection``.
@@ -83,7 +87,7 @@ def rf_panel(session: Session, pair: int | None, neuron: int | None = None, node
         return {"empty": "Pick a pair in the Image Grid, then a neuron in the Neuron Vulnerability View."}
     info = session.pair_info(pair)
     benign, adversarial = (a[0] for a in session.pair_images([pair]))
-    neurons = rf_neurons(session, pair, neuron, nodes, quantile)
+    neurons = rf_neurons(session, pair, neuron, nodes, quantile, tree)
     out = {"empty": None, "benign_probs": probability_bars(session, info["benign_probs"], info["label"]),
            "adversarial_probs": probability_bars(session, info["adv_probs"], info["adv_pred"])}
     if neurons.size == 0:
@@ -177,7 +181,8 @@ def layout(session: Session) -> html.Section:
 def draw_rfs(session: Session, pair, neuron, record, op, quantile, maps_pair) -> tuple:
     """The RF cells, their titles and caption; then the pair whose maps to draw (once per pair)."""
     record = validate.nodes_record(session, record)
-    out = rf_panel(session, pair, neuron, active_nodes(record, pair, quantile), op, quantile)
+    tree = (measures.DEFAULT_METRIC, None) if record is None else (record["metric"], record["method"])
+    out = rf_panel(session, pair, neuron, active_nodes(record, pair, quantile, *tree), op, quantile, tree)
     maps = no_update if pair == maps_pair else pair
     if out["empty"]:
         return common.message(out["empty"]), {"display": "none"}, "", "", [], [], "", "", "", maps

@@ -6,8 +6,9 @@ Stores (ids only, never arrays):
   adversarial] or None}``, or ``None`` when nothing is selected;
 - ``pair``: the pair picked in the Image Grid (an id or ``None``);
 - ``neuron``: the neuron picked in the Neuron Vulnerability View (an id or ``None``);
-- ``nodes``: dendrogram node ids picked in the Neuron Cluster View, with the pair and RF threshold
-  whose clustering they refer to, ``{"pair": id, "quantile": level, "nodes": [ids]}``, or ``None``;
+- ``nodes``: dendrogram node ids picked in the Neuron Cluster View, with the tree they refer to (pair, RF
+  threshold, distance, linkage), ``{"pair": id, "quantile": level, "metric": name, "method": name,
+  "nodes": [ids]}``, or ``None``;
 - ``classes``: the classes the Data Overview shows, ``{"rows": [ids], "cols": [ids]}``.
 
 URL query (``/neurons?true=6&adv=0&pair=12&neuron=40&measure=band_gap&sort=benign_drop``): ``true``/``adv``
@@ -35,6 +36,9 @@ CLASSES = "classes-store"
 CONTEXT = "context-store"
 
 RF_QUANTILE = "rf-quantile"
+BAND_KIND = "band-kind"
+CLUSTER_METRIC = "cluster-metric"
+CLUSTER_METHOD = "cluster-method"
 TOP_PERCENT = "top-percent"
 COMBINE_OP = "combine-op"
 
