@@ -70,22 +70,22 @@ class Clock:
         self.cpu = time.process_time() - self.cpu
 
 
-def fv_baseline(model: advlens.AnalysedModel, batch: int, steps: int, sample: int = 3) -> float:
-    """Seconds of ``steps`` plain full-model forward + input-gradient passes on ``batch`` images, from ``sample``."""
+def fv_baseline(model: advlens.AnalysedModel, batch: int, steps: int, sample: int = 4) -> tuple[float, float]:
+    """Wall and CPU seconds of ``steps`` plain full-model forward + input-gradient passes on ``batch`` images,
+    scaled from ``sample`` steps."""
     x = torch.rand(batch, *model.input_shape, generator=torch.Generator().manual_seed(0)).requires_grad_()
-    start = time.perf_counter()
-    for _ in range(sample):
-        model(x).sum().backward(inputs=[x])
-    return (time.perf_counter() - start) / sample * steps
+    with Clock() as clock:
+        for _ in range(sample):
+            model(x).sum().backward(inputs=[x])
+    return clock.wall / sample * steps, clock.cpu / sample * steps
 
 
-def forward_baseline(model: advlens.AnalysedModel, images: torch.Tensor, batch_size: int) -> float:
-    """Seconds of a plain no-grad forward pass of the whole model over ``images``."""
-    start = time.perf_counter()
-    with torch.no_grad():
+def forward_baseline(model: advlens.AnalysedModel, images: torch.Tensor, batch_size: int) -> Clock:
+    """Wall and CPU time of a plain no-grad forward pass of the whole model over ``images``."""
+    with Clock() as clock, torch.no_grad():
         for batch in images.split(batch_size):
             model(batch)
-    return time.perf_counter() - start
+    return clock
 
 
 def initial_noise(model: advlens.AnalysedModel, channels: list[int], seed: int) -> torch.Tensor:
@@ -141,26 +141,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfeature visualisation: {args.steps} steps, Adam lr {args.lr}, seed {args.seed}; acceptance: activation "
           f"> 95th percentile over {len(background)} test images (and > on the initial noise)")
     print(f"{'layer':<12} {'ch':>4} {'time s':>7} {'cpu s':>7} {'> p95':>6} {'> noise':>7} {'both':>6} "
-          f"{'median act/p95':>14} {'baseline s':>10} {'ratio':>6}")
-    for layer, count, wall, cpu, above, above_noise, both, median, baseline in rows:
+          f"{'median act/p95':>14} {'base s':>7} {'base cpu':>8} {'ratio':>6} {'cpu ratio':>9}")
+    for layer, count, wall, cpu, above, above_noise, both, median, (base, base_cpu) in rows:
         print(f"{layer:<12} {count:>4} {wall:>7.1f} {cpu:>7.1f} {above:>6.1%} {above_noise:>7.1%} {both:>6.1%} "
-              f"{median:>14.2f} {baseline:>10.1f} {wall / baseline:>6.2f}")
+              f"{median:>14.2f} {base:>7.1f} {base_cpu:>8.1f} {wall / base:>6.2f} {cpu / base_cpu:>9.2f}")
     weights = np.array([count for _, count, *_ in rows])
     overall = float(np.dot([r[4] for r in rows], weights) / weights.sum())
     overall_both = float(np.dot([r[6] for r in rows], weights) / weights.sum())
-    baseline_fv = sum(row[-1] for row in rows)
+    baseline_fv, baseline_fv_cpu = sum(row[-1][0] for row in rows), sum(row[-1][1] for row in rows)
     fv_wall, fv_cpu = sum(row[2] for row in rows), sum(row[3] for row in rows)
     print(f"{'all':<12} {total_channels:>4} {fv_wall:>7.1f} {fv_cpu:>7.1f} {overall:>6.1%} {'':>7} "
-          f"{overall_both:>6.1%} {'':>14} {baseline_fv:>10.1f} {fv_wall / baseline_fv:>6.2f}")
+          f"{overall_both:>6.1%} {'':>14} {baseline_fv:>7.1f} {baseline_fv_cpu:>8.1f} {fv_wall / baseline_fv:>6.2f} "
+          f"{fv_cpu / baseline_fv_cpu:>9.2f}")
     shapes = ", ".join(f"{layer} {tuple(e.patches.shape[-2:])}" for layer, e in examples.items())
     print(f"\ndataset examples: top-{args.k} of {len(images)} images, {len(layers)} layers in one pass: "
           f"{examples_clock.wall:.1f} s (cpu {examples_clock.cpu:.1f} s); patch sizes: {shapes}")
     total = fv_wall + examples_clock.wall
     print("\nbaselines (same run):")
     print(f"  feature visualisation vs plain full-model forward+input-backward of {total_channels}×{args.steps} "
-          f"image-steps ({baseline_fv:.1f} s): ×{fv_wall / baseline_fv:.2f}")
-    print(f"  dataset examples vs plain no-grad forward of {len(images)} images ({baseline_forward:.1f} s): "
-          f"×{examples_clock.wall / baseline_forward:.2f}")
+          f"image-steps ({baseline_fv:.1f} s, cpu {baseline_fv_cpu:.1f} s): ×{fv_wall / baseline_fv:.2f} "
+          f"(cpu ×{fv_cpu / baseline_fv_cpu:.2f})")
+    print(f"  dataset examples vs plain no-grad forward of {len(images)} images ({baseline_forward.wall:.1f} s, "
+          f"cpu {baseline_forward.cpu:.1f} s): ×{examples_clock.wall / baseline_forward.wall:.2f} "
+          f"(cpu ×{examples_clock.cpu / baseline_forward.cpu:.2f})")
     cpu = fv_cpu + examples_clock.cpu
     print(f"\ntotal {total:.1f} s wall, {cpu:.1f} s CPU (goal ≤ {GOAL_SECONDS:.0f} s on 2 cores: "
           f"{'met' if total <= GOAL_SECONDS else 'MISSED'} in wall time); acceptance {overall:.1%} (goal ≥ 80%: "
