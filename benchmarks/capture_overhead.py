@@ -9,11 +9,12 @@ tapped torch.fx copy runs) is timed with ``reduce="none"`` (full maps copied to 
 EfficientNet-Lite0 (pretrained, 3×224×224, the 33 activation layers: every call of the reused ReLU6
 modules, all module outputs, so forward hooks run) on scikit-learn's two sample photos, tiled to
 ``--efficientnet-images``. All variants of one model run interleaved ``--repeats`` times; the best
-wall time of each counts.
+wall time and the best process CPU time of each count, with their ratios to the plain forward (on a
+shared machine the CPU time is the steadier figure).
 
 Usage::
 
-    python benchmarks/capture_overhead.py --n-images 1024 --batch-sizes 64,128,256,512 --repeats 3 \
+    python benchmarks/capture_overhead.py --n-images 512 --batch-sizes 128,256,512 --repeats 7 \
         --efficientnet-images 8 --device cpu
 """
 
@@ -36,10 +37,10 @@ logger = logging.getLogger("capture_overhead")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-images", type=int, default=1024, help="demo-model images per timed pass")
-    parser.add_argument("--batch-sizes", default="64,128,256,512", help="comma-separated plain-forward batch sizes")
+    parser.add_argument("--n-images", type=int, default=512, help="demo-model images per timed pass")
+    parser.add_argument("--batch-sizes", default="128,256,512", help="comma-separated plain-forward batch sizes")
     parser.add_argument("--efficientnet-images", type=int, default=8, help="EfficientNet batch (0: skip)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     try:
@@ -62,26 +63,31 @@ def plain_forward(model: AnalysedModel, images: torch.Tensor, batch_size: int) -
             model(images[start:start + batch_size].to(model.device))
 
 
-def best_times(variants: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
-    """Best wall time of each variant, the variants interleaved so that outside load hits each alike."""
+def best_times(variants: dict[str, Callable[[], object]], repeats: int,
+               device: str) -> dict[str, tuple[float, float]]:
+    """Best wall time and best process CPU time of each variant, the variants interleaved so that
+    outside load hits each alike (CPU time is less sensitive to other processes on a shared machine)."""
     for run in variants.values():  # warm-up (builds the fx copy, allocates)
         run()
-    best = dict.fromkeys(variants, float("inf"))
+    best = {name: (float("inf"), float("inf")) for name in variants}
     for _ in range(repeats):
         for name, run in variants.items():
             synchronize(device)
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             run()
             synchronize(device)
-            best[name] = min(best[name], time.perf_counter() - start)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
     return best
 
 
-def report(title: str, times: dict[str, float], baseline: str, images: int) -> None:
-    print(title)
-    for name, seconds in times.items():
-        print(f"   {name:<34} {seconds:8.3f} s  {1e3 * seconds / images:7.3f} ms/image  "
-              f"×{seconds / times[baseline]:.2f} vs plain")
+def report(title: str, times: dict[str, tuple[float, float]], baseline: str, images: int) -> None:
+    if title:
+        print(title)
+    base_wall, base_cpu = times[baseline]
+    for name, (wall, cpu) in times.items():
+        print(f"   {name:<36} wall {wall:7.3f} s ({1e3 * wall / images:7.3f} ms/image) ×{wall / base_wall:.2f}   "
+              f"cpu {cpu:7.3f} s ×{cpu / base_cpu:.2f}")
 
 
 def bench_demo(args: argparse.Namespace) -> None:
@@ -100,9 +106,10 @@ def bench_demo(args: argparse.Namespace) -> None:
     print(f"   layers ({len(layers)}, {channels} channels): {', '.join(layers)}")
     plain = best_times({b: (lambda b=b: plain_forward(model, images, b)) for b in args.batch_sizes},
                        args.repeats, args.device)
-    for b, seconds in plain.items():
-        print(f"   plain forward, batch {b:<4}         {seconds:8.3f} s  {1e3 * seconds / len(images):7.3f} ms/image")
-    batch = min(plain, key=plain.get)
+    for b, (wall, cpu) in plain.items():
+        print(f"   plain forward, batch {b:<4}           wall {wall:7.3f} s ({1e3 * wall / len(images):7.3f} ms/image)"
+              f"        cpu {cpu:7.3f} s")
+    batch = min(plain, key=lambda b: plain[b][0])
     times = best_times({
         f"plain forward (batch {batch})": lambda: plain_forward(model, images, batch),
         "capture 9 layers, reduce=none": lambda: model.capture(images, layers, "none", batch),

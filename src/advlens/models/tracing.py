@@ -194,6 +194,88 @@ def _hw(shape: tuple[int, ...] | None) -> tuple[int, int] | None:
     return (shape[1], shape[2]) if shape is not None and len(shape) == 3 else None
 
 
+def _name_layers(fx_nodes: list[fx.Node], tensor: set[fx.Node], outputs_of: dict[fx.Node, list[str]],
+                 taken: set[str]) -> dict[fx.Node, str]:
+    """Layer names by the scheme in the module docstring."""
+    names: dict[fx.Node, str] = {}
+    counters: dict[tuple[str, str], int] = {}
+    for node in fx_nodes:
+        if node not in tensor:
+            continue
+        scopes = node.meta.get("advlens_scopes", ())
+        containing = [c for c in outputs_of.get(node, []) if c in scopes]
+        if node.op == "placeholder":
+            names[node] = INPUT_NAME if not names else _unique(f"input_{node.name}", taken)
+        elif node.op == "call_module":
+            bigger = [c for c in containing if c != scopes[-1]]  # a container returning this leaf's output
+            names[node] = bigger[0] if bigger else scopes[-1]
+        elif containing:
+            names[node] = containing[0]
+        else:
+            scope = scopes[-1] if scopes else ""
+            op = op_name(node.target)
+            base = f"{scope}.{op}" if scope else op
+            count = counters.get((scope, op), 0)
+            while (base if count == 0 else f"{base}_{count}") in taken:  # a module of that name exists
+                count += 1
+            names[node] = base if count == 0 else f"{base}_{count}"
+            counters[(scope, op)] = count + 1
+        taken.add(names[node])
+    return names
+
+
+def _tensor_inputs(node: fx.Node, tensor: set[fx.Node], seen: set[fx.Node] | None = None) -> list[fx.Node]:
+    """The tensor layers a node reads, looking through non-tensor nodes (``x.size(0)``, tuples)."""
+    found: list[fx.Node] = []
+    seen = seen if seen is not None else set()
+    for parent in node.all_input_nodes:
+        if parent in seen:
+            continue
+        seen.add(parent)
+        if parent in tensor:
+            found.append(parent)
+        elif parent.op != "get_attr":
+            found.extend(_tensor_inputs(parent, tensor, seen))
+    return found
+
+
+def _is_parameter(node: fx.Node, gm: fx.GraphModule) -> bool:
+    if node.op != "get_attr":
+        return False
+    try:
+        gm.get_parameter(node.target)
+        return True
+    except AttributeError:
+        return False
+
+
+def _facts(node: fx.Node, gm: fx.GraphModule, tracer: _Tracer, in_hw, out_hw,
+           activation_scopes: set[str]) -> tuple[str, str, str, bool, rf.Step]:
+    """(op, kind, block, activation, receptive-field step) of one traced node."""
+    scopes = node.meta.get("advlens_scopes", ())
+    if node.op == "placeholder":
+        return "input", "other", "", False, rf.SAME
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        step = (rf.opaque_step(module, in_hw, out_hw) if node.target in tracer.opaque
+                else rf.module_step(module, in_hw, out_hw))
+        return (type(module).__name__, module_kind(module), scopes[-2] if len(scopes) > 1 else "",
+                is_activation_module(module), step)
+    op = op_name(node.target)
+    with_params = any(_is_parameter(p, gm) for p in node.all_input_nodes)
+    kind = "weighted" if op in WEIGHTED_FUNCTIONS else "parametric" if with_params else "other"
+    # a functional activation inside a custom activation module (x * sigmoid(x)) is not the output
+    activation = op in ACTIVATION_FUNCTIONS and not any(s in activation_scopes for s in scopes)
+    if node.op == "call_function":
+        weight = node.args[1] if len(node.args) > 1 and isinstance(node.args[1], fx.Node) else None
+        meta = weight.meta.get("tensor_meta") if weight is not None else None
+        weight_shape = meta.shape if isinstance(meta, TensorMetadata) else None
+        step = rf.function_step(op, node.args, dict(node.kwargs), in_hw, out_hw, weight_shape)
+    else:
+        step = rf.from_shapes(in_hw, out_hw)
+    return op, kind, scopes[-1] if scopes else "", activation, step
+
+
 def build_fx(net: nn.Module, probe: torch.Tensor) -> BuiltGraph:
     """Trace ``net`` with torch.fx and describe every tensor it computes on ``probe``.
 
@@ -208,113 +290,37 @@ def build_fx(net: nn.Module, probe: torch.Tensor) -> BuiltGraph:
     with torch.no_grad():
         ShapeProp(gm).propagate(probe)
     fx_nodes = list(gm.graph.nodes)
-    tensor = {n for n in fx_nodes if n.op not in ("get_attr", "output") and _per_image(n.meta.get("tensor_meta"))}
-
-    # module calls whose output each node is (innermost first); whether the node was made inside the call
-    outputs_of: dict[fx.Node, list[str]] = {}
+    shapes = {n: _per_image(n.meta.get("tensor_meta")) for n in fx_nodes if n.op not in ("get_attr", "output")}
+    tensor = {n for n, shape in shapes.items() if shape is not None}
+    outputs_of: dict[fx.Node, list[str]] = {}  # module calls returning each node, innermost first
     for call, node in tracer.outputs:
         outputs_of.setdefault(node, []).append(call)
-
     taken = {name for name, _ in net.named_modules()} | {c for c, _ in tracer.outputs} | {INPUT_NAME}
-    names: dict[fx.Node, str] = {}
-    counters: dict[tuple[str, str], int] = {}
-    for node in fx_nodes:
-        if node not in tensor:
-            continue
-        scopes = node.meta.get("advlens_scopes", ())
-        containing = [c for c in outputs_of.get(node, []) if c in scopes]
-        if node.op == "placeholder":
-            names[node] = INPUT_NAME if not names else _unique(f"input_{node.name}", taken)
-        elif node.op == "call_module":
-            leaf = scopes[-1]
-            bigger = [c for c in containing if c != leaf]
-            names[node] = bigger[0] if bigger else leaf
-        elif containing:
-            names[node] = containing[0]
-        else:
-            scope = scopes[-1] if scopes else ""
-            op = op_name(node.target)
-            key = (scope, op)
-            base = f"{scope}.{op}" if scope else op
-            count = counters.get(key, 0)
-            while (base if count == 0 else f"{base}_{count}") in taken:  # a module of that name exists
-                count += 1
-            names[node] = base if count == 0 else f"{base}_{count}"
-            counters[key] = count + 1
-        taken.add(names[node])
-
-    def tensor_inputs(node: fx.Node, seen: set[fx.Node] | None = None) -> list[fx.Node]:
-        found: list[fx.Node] = []
-        seen = seen if seen is not None else set()
-        for parent in node.all_input_nodes:
-            if parent in seen:
-                continue
-            seen.add(parent)
-            if parent in tensor:
-                found.append(parent)
-            elif parent.op != "get_attr":
-                found.extend(tensor_inputs(parent, seen))
-        return found
-
-    def is_parameter(node: fx.Node) -> bool:
-        if node.op != "get_attr":
-            return False
-        try:
-            gm.get_parameter(node.target)
-            return True
-        except AttributeError:
-            return False
-
-    shapes = {n: _per_image(n.meta.get("tensor_meta")) for n in tensor}
+    names = _name_layers(fx_nodes, tensor, outputs_of, taken)
     activation_scopes = _custom_activation_calls(net, tracer)
     residual_calls: set[str] = set()
     nodes: list[LayerNode] = []
     for node in fx_nodes:
         if node not in tensor:
             continue
-        parents = tensor_inputs(node)
+        parents = _tensor_inputs(node, tensor)
         scopes = node.meta.get("advlens_scopes", ())
-        in_hw = _hw(shapes[parents[0]]) if parents else None
-        out_hw = _hw(shapes[node])
+        op, kind, block, activation, step = _facts(
+            node, gm, tracer, _hw(shapes[parents[0]]) if parents else None, _hw(shapes[node]), activation_scopes)
+        if op in MERGE_OPS and len(parents) >= 2 and scopes and len({shapes[p] for p in parents}) == 1:
+            residual_calls.add(scopes[-1])  # two equal-shape branches join: a residual (or dense) block
+        calls = outputs_of.get(node, [])
+        module_outputs = tuple(c for c in calls if c in scopes)
         hook = None
-        module_outputs = tuple(c for c in outputs_of.get(node, []) if c in scopes)
-        if node.op == "placeholder":
-            op, kind, block, activation, step = "input", "other", "", False, rf.SAME
-        elif node.op == "call_module":
-            module = gm.get_submodule(node.target)
-            op, kind = type(module).__name__, module_kind(module)
-            block = scopes[-2] if len(scopes) > 1 else ""
-            activation = is_activation_module(module)
-            step = (rf.opaque_step(module, in_hw, out_hw) if node.target in tracer.opaque
-                    else rf.module_step(module, in_hw, out_hw))
-        else:
-            op = op_name(node.target)
-            with_params = any(is_parameter(p) for p in node.all_input_nodes)
-            kind = "weighted" if op in WEIGHTED_FUNCTIONS else "parametric" if with_params else "other"
-            block = scopes[-1] if scopes else ""
-            # a functional activation inside a custom activation module (x * sigmoid(x)) is not the output
-            activation = op in ACTIVATION_FUNCTIONS and not any(s in activation_scopes for s in scopes)
-            if node.op == "call_function":
-                weight = node.args[1] if len(node.args) > 1 and isinstance(node.args[1], fx.Node) else None
-                weight_shape = weight.meta["tensor_meta"].shape if weight is not None and isinstance(
-                    weight.meta.get("tensor_meta"), TensorMetadata) else None
-                step = rf.function_step(op, node.args, dict(node.kwargs), in_hw, out_hw, weight_shape)
-            else:
-                step = rf.from_shapes(in_hw, out_hw)
-            if op in MERGE_OPS and len(parents) >= 2 and scopes and len({shapes[p] for p in parents}) == 1:
-                residual_calls.add(scopes[-1])
-        activation = activation or any(c in activation_scopes for c in module_outputs)
-        all_calls = outputs_of.get(node, [])
-        if all_calls:
-            first = all_calls[0]
-            qualname, _, index = first.partition(":")
+        if calls:
+            qualname, _, index = calls[0].partition(":")
             hook = (qualname, int(index or 0))
         nodes.append(LayerNode(
             name=names[node], op=op, kind=kind, block=block,
             inputs=tuple(dict.fromkeys(names[p] for p in parents)), shape=shapes[node],
-            aliases=tuple(c for c in all_calls if c != names[node]), module_outputs=module_outputs,
-            activation=activation, hook=hook, step=step, protect=_changed_in_place_later(node, gm),
-            fx_name=node.name,
+            aliases=tuple(c for c in calls if c != names[node]), module_outputs=module_outputs,
+            activation=activation or any(c in activation_scopes for c in module_outputs), hook=hook, step=step,
+            protect=_changed_in_place_later(node, gm), fx_name=node.name,
         ))
     returned = next(n for n in fx_nodes if n.op == "output").args[0]
     output = names.get(returned) if isinstance(returned, fx.Node) else None
