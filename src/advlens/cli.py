@@ -11,7 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from advlens.errors import AdvlensError
-from advlens.store.manifest import STAGES
+from advlens.store.manifest import CORE_STAGES, STAGES
 
 logger = logging.getLogger("advlens")
 
@@ -22,6 +22,16 @@ def parse_number(text: str) -> float:
         return float(Fraction(text))
     except (ValueError, ZeroDivisionError) as exc:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+
+
+def parse_stages(text: str) -> list[str]:
+    """Parse ``a,b``: stage names, each one the store knows."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STAGES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+                                         f"choose from {', '.join(STAGES)}")
+    return names
 
 
 def _add_prepare(commands: argparse._SubParsersAction) -> None:
@@ -55,13 +65,20 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a store of another configuration, or one whose manifest is damaged (only what "
                         "advlens wrote is removed; a folder that is not an advlens store is refused)")
+    p.add_argument("--stages", type=parse_stages, metavar="A,B",
+                   help=f"stages to prepare, comma-separated, plus the stages they need (default: all: "
+                        f"{', '.join(STAGES)}); finished stages are kept, so this adds a stage to an existing store")
     p.add_argument("--redo", choices=STAGES, metavar="STAGE",
-                   help=f"compute STAGE and the stages after it again, e.g. after `advlens info --verify` found "
-                        f"it damaged ({', '.join(STAGES)})")
+                   help=f"compute STAGE and the finished stages that depend on it again, e.g. after "
+                        f"`advlens info --verify` found it damaged ({', '.join(STAGES)})")
+    p.add_argument("--feature-steps", type=int, metavar="N",
+                   help="feature-visualisation steps of the features stage (default: the benchmarked 32; recorded "
+                        "in the stage, not part of the store's identity: --redo features recomputes with new ones)")
 
 
 def _prepare(args: argparse.Namespace) -> int:
     from advlens.pipeline import PrepareConfig, prepare
+    from advlens.pipeline.config import DEFAULT_FEATURE_STEPS
 
     config = PrepareConfig(
         model=args.model, weights=args.weights, analysed_layer=args.analysed_layer, dataset=args.dataset,
@@ -69,16 +86,22 @@ def _prepare(args: argparse.Namespace) -> int:
         alpha=args.alpha, steps=args.steps, norm=args.norm, targeted=args.targeted,
         target_class=args.target_class, random_start=args.random_start, adversarial_file=args.adversarial_file,
         seed=args.seed, batch_size=args.batch_size, device=args.device, trust_pickle=args.trust_pickle,
+        feature_steps=DEFAULT_FEATURE_STEPS if args.feature_steps is None else args.feature_steps,
     )
-    store = prepare(config, args.out, overwrite=args.overwrite, redo=args.redo)  # checks everything first
+    store = prepare(config, args.out, overwrite=args.overwrite, redo=args.redo,
+                    stages=args.stages)  # checks everything first
     _print_summary(store)
     print(f"analysis store ready: {Path(args.out).resolve()}")
     return 0
 
 
 def _print_summary(store) -> None:
-    for stage in store.finished_stages:
-        info = store.manifest["stages"][stage]
+    """One line per stage: its time and its scalar attrs, or that it is missing."""
+    for stage in STAGES:
+        info = store.manifest["stages"].get(stage)
+        if info is None:
+            print(f"  {stage:<12} {'-':>8}    not prepared{'' if stage in CORE_STAGES else ' (optional)'}")
+            continue
         attrs = {k: v for k, v in info.get("attrs", {}).items() if not isinstance(v, (list, dict))}
         print(f"  {stage:<12} {info['seconds']:>8.1f} s  {json.dumps(attrs)}")
 
@@ -96,9 +119,13 @@ def _info(args: argparse.Namespace) -> int:
     if weights:
         print(f"  weights {weights['file']} (copied from {weights['source']})")
     _print_summary(store)
-    missing = [s for s in STAGES if s not in store.finished_stages]
-    if missing:
-        print(f"  unfinished stages: {', '.join(missing)} (run the same `advlens prepare` again to resume)")
+    core = [s for s in store.missing_stages if s in CORE_STAGES]
+    optional = [s for s in store.missing_stages if s not in CORE_STAGES]
+    if core:
+        print(f"  unfinished stages: {', '.join(core)} (run the same `advlens prepare` again to resume)")
+    if optional:
+        print(f"  optional stages not prepared: {', '.join(optional)}; add them with:")
+        print(f"    {store.add_stages_command(*optional)}")
     if not args.verify:
         return 0
     results = store.verify()
@@ -111,11 +138,19 @@ def _info(args: argparse.Namespace) -> int:
     stages = sorted({name.split("/")[0] for name in damaged if "/" in name}, key=STAGES.index)
     print(f"advlens info: {len(damaged)} of {len(results)} arrays and files are damaged; rebuild with:",
           file=sys.stderr)
-    for stage in stages[:1]:  # redoing the first damaged stage recomputes the later ones too
+    for stage in _redo_roots(stages):  # redoing a stage recomputes the stages that depend on it too
         print(f"  {store.rebuild_command(stage)}", file=sys.stderr)
     if not stages:  # only the weights
         print(f"  {store.rebuild_command()}", file=sys.stderr)
     return 1
+
+
+def _redo_roots(stages: list[str]) -> list[str]:
+    """The damaged stages that no other damaged stage's redo covers (a redo also redoes its dependents)."""
+    from advlens.pipeline.stages import dependents
+
+    covered = {d for stage in stages for d in dependents(stage)}
+    return [stage for stage in stages if stage not in covered]
 
 
 def _is_loopback(host: str) -> bool:

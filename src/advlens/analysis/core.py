@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Hashable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from advlens.models import AnalysedModel, load_model
 from advlens.models.fingerprint import model_fingerprint
 from advlens.models.registry import BUILTINS
 from advlens.store import AnalysisStore, open_store
+
+if TYPE_CHECKING:
+    from advlens.analysis.features import FeatureLibrary
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +233,18 @@ class SessionCore:
     def pair_images(self, pairs: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Benign and adversarial images. Shape: two (len(pairs), C, H, W) float32 in [0, 1]."""
         return self.store.pair_images(self.check_pairs(pairs))
+
+    @cached_property
+    def features(self) -> FeatureLibrary:
+        """The store's feature visualisations, dataset examples and channel statistics (the ``features`` stage).
+
+        Raises:
+            StoreError: the store has no ``features`` stage; the message names the
+                ``advlens prepare ... --stages features`` command that adds it.
+        """
+        from advlens.analysis.features import FeatureLibrary
+
+        return FeatureLibrary(self.store)
 
     # ------------------------------------------------------------------ id checks
     def check_pair(self, pair: Any) -> int:

@@ -16,6 +16,9 @@ from advlens.store import WEIGHTS_FILE
 ATTACKS = ("pgd", "fgsm", "file")
 NORMS = ("linf", "l2")
 MAX_SEED = 2**32 - 1  # NumPy and openTSNE take seeds below 2**32
+DEFAULT_FEATURE_STEPS = 32
+"""Feature-visualisation steps of the ``features`` stage (with Adam lr 0.1: ≥ 80% acceptance on the demo
+model within the 3-minute goal, see benchmarks/features.py and benchmarks/features_stage.py)."""
 
 
 def check_device(name: str | None) -> str:
@@ -74,6 +77,7 @@ class PrepareConfig:
     device: str | None = "cpu"  # None: cuda when available, else cpu (resolved by validate)
     tsne_perplexity: float = 30.0
     trust_pickle: bool = False
+    feature_steps: int = DEFAULT_FEATURE_STEPS  # not part of the store's identity: recorded in the stage attrs
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -112,6 +116,8 @@ class PrepareConfig:
             other.append(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0 <= self.seed <= MAX_SEED:
             other.append(f"--seed must lie in 0..{MAX_SEED}, got {self.seed}")
+        if isinstance(self.feature_steps, bool) or not isinstance(self.feature_steps, int) or self.feature_steps < 1:
+            other.append(f"--feature-steps must be at least 1, got {self.feature_steps}")
         if not (math.isfinite(self.tsne_perplexity) and self.tsne_perplexity > 0):
             other.append(f"the t-SNE perplexity must be positive, got {self.tsne_perplexity}")
         if self.weights is not None and not Path(self.weights).is_file():
@@ -143,7 +149,7 @@ class PrepareConfig:
                  "adversarial_file": "--adversarial", "eps": "--eps", "alpha": "--alpha", "steps": "--steps",
                  "norm": "--norm", "targeted": "--targeted", "target_class": "--target-class",
                  "random_start": "--random-start", "trust_pickle": "--trust-pickle", "seed": "--seed",
-                 "batch_size": "--batch-size"}
+                 "batch_size": "--batch-size", "feature_steps": "--feature-steps"}
         paths = ("weights", "data_dir", "adversarial_file")
         defaults = PrepareConfig()
         args: list[str] = []

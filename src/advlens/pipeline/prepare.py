@@ -1,4 +1,5 @@
-"""``prepare``: check everything, then run the stages into an analysis store, resuming after an interruption."""
+"""``prepare``: check everything, then run the requested stages (and those they need) into an analysis store,
+resuming after an interruption."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import errno
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -14,9 +16,10 @@ from advlens.data import ImageDataset, load_dataset
 from advlens.errors import ModelError, StoreError
 from advlens.models import AnalysedModel, load_model
 from advlens.models.registry import BUILTINS
-from advlens.pipeline import stages
+from advlens.pipeline import stages as stage_registry
 from advlens.pipeline.config import PrepareConfig, store_config
-from advlens.store import STAGES, AnalysisStore, StoreWriter, open_store
+from advlens.store import AnalysisStore, StoreWriter, open_store
+from advlens.store.manifest import forget_stages
 
 logger = logging.getLogger(__name__)
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
@@ -51,16 +54,28 @@ def _write_error(exc: OSError, out: Path) -> StoreError:
 
 def prepare(config: PrepareConfig, out: str | Path, overwrite: bool = False,
             model: AnalysedModel | None = None, data: ImageDataset | None = None,
-            redo: str | None = None) -> AnalysisStore:
-    """Run every unfinished stage of ``config`` into the store at ``out`` and return it opened.
+            redo: str | None = None, stages: Sequence[str] | None = None) -> AnalysisStore:
+    """Run the requested stages of ``config`` (and those they need) into the store at ``out``; return it opened.
 
-    Every parameter, the data, the model and the output folder are checked before anything is
-    written. A store holding finished stages of the same configuration is resumed; one of another
-    configuration is refused unless ``overwrite``. ``redo`` computes a stage again, with the stages
-    after it. The model's weights are copied into the store (``model.safetensors``), so the store
-    serves from any folder.
+    Args:
+        stages: stage names (see :data:`advlens.pipeline.stages.REGISTRY`); default: every default stage
+            (paper 001's and the optional ones that are on by default, e.g. ``features``). The stages they
+            require run first; finished stages are kept. The stage list is not part of the store's
+            identity, so a stage can be added to a finished store later.
+        redo: a stage to compute again, with the finished stages that depend on it (e.g. after
+            ``advlens info --verify`` found it damaged).
+        overwrite: replace a store of another configuration.
+        model, data: given instead of loading ``config.model`` and ``config.dataset``.
+
+    Every parameter, the stage names, the data, the model and the output folder are checked before
+    anything is written. A store holding finished stages of the same configuration is resumed; one
+    of another configuration is refused unless ``overwrite``. The model's weights are copied into
+    the store (``model.safetensors``), so the store serves from any folder.
     """
     config.validate()
+    requested = stage_registry.plan(stages)  # checks the names before any work
+    if redo is not None:
+        stage_registry.check_names([redo], "--redo")
     out = Path(out)
     torch.manual_seed(config.seed)
     if data is None:
@@ -83,20 +98,36 @@ def prepare(config: PrepareConfig, out: str | Path, overwrite: bool = False,
     source = str(Path(config.weights).resolve()) if config.weights else (
         f"built-in {config.model}" if config.model in BUILTINS else f"{config.model} as constructed")
     try:
-        with StoreWriter(out, store_config(config, model, data, attack_extra), overwrite=overwrite, redo=redo,
+        with StoreWriter(out, store_config(config, model, data, attack_extra), overwrite=overwrite,
                          command=config.command_line()) as writer:
             writer.write_weights(model.net.state_dict(), source)
-            context = stages.StageContext(config, model, data, lambda: open_store(out), out)
-            for name in STAGES:
+            names = requested
+            if redo is not None:
+                dropped = forget_stages(out, writer.manifest, [redo, *stage_registry.dependents(redo)])
+                for name in dropped:
+                    _remove_work(out, name)
+                logger.info("redoing stage(s) %s", ", ".join(dropped) or redo)
+                names = stage_registry.plan({*requested, redo, *dropped})
+            context = stage_registry.StageContext(config, model, data, lambda: open_store(out), out)
+            for name in names:
                 if writer.finished(name):
                     logger.info("stage %s: already finished, skipped", name)
+                    outdated = stage_registry.REGISTRY[name].outdated
+                    note = outdated(writer.manifest["stages"][name].get("attrs", {}), config) if outdated else None
+                    if note:
+                        logger.warning("stage %s was computed with %s; `--redo %s` recomputes it", name, note, name)
                     continue
                 started = time.perf_counter()
                 with writer.stage(name) as stage_out:
-                    stages.STAGE_FUNCTIONS[name](context, stage_out)
-                for work in out.glob(f".work-{name}-*"):
-                    shutil.rmtree(work)
+                    stage_registry.STAGE_FUNCTIONS[name](context, stage_out)
+                _remove_work(out, name)
                 logger.info("stage %s: finished in %.1f s", name, time.perf_counter() - started)
     except OSError as exc:
         raise _write_error(exc, out) from exc
     return open_store(out)
+
+
+def _remove_work(out: Path, stage: str) -> None:
+    """Remove a stage's checkpoint folders (once it is committed, or before it is redone)."""
+    for work in out.glob(f".work-{stage}-*"):
+        shutil.rmtree(work)

@@ -22,7 +22,12 @@ MANIFEST = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"
 LOCK_FILE = ".advlens.lock"
 FORMAT = "advlens-analysis-store"
-STAGES = ("predict", "attack", "activations", "statistics", "projections")
+CORE_STAGES = ("predict", "attack", "activations", "statistics", "projections")
+"""Paper 001's stages: a store holding all of them is ``complete`` (what the /neurons page needs)."""
+STAGES = (*CORE_STAGES, "features")
+"""Every stage a store can hold, each after the stages it needs (``advlens.pipeline.stages`` checks that its
+registry lists the same names in the same order). Stages beyond :data:`CORE_STAGES` are optional: a store
+without them is complete, and ``prepare --stages NAME`` adds one without redoing the others."""
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -107,6 +112,18 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def forget_stages(root: Path, manifest: dict[str, Any], stages: list[str]) -> list[str]:
+    """Drop finished ``stages`` from ``manifest`` (in place) and write it; returns those that were recorded.
+
+    Their folders stay until the stage is written again or the store is next opened for writing
+    (an unrecorded stage folder is removed then), so a stage is never half-there.
+    """
+    dropped = [s for s in stages if manifest["stages"].pop(s, None) is not None]
+    if dropped:
+        write_manifest(root, manifest)
+    return dropped
 
 
 def file_digest(path: Path) -> str:

@@ -13,7 +13,7 @@ import zarr
 
 from advlens.errors import StoreError
 from advlens.store.integrity import READ_ERRORS, VerifiedArray, verify_array
-from advlens.store.manifest import STAGES, check_schema, file_digest, read_manifest
+from advlens.store.manifest import CORE_STAGES, STAGES, check_schema, file_digest, read_manifest
 
 # what opening a Zarr group or array whose metadata is missing or damaged raises
 _OPEN_ERRORS = (KeyError, *READ_ERRORS, zarr.errors.BaseZarrError)
@@ -90,7 +90,23 @@ class AnalysisStore:
             class_lower, class_upper (C, D), class_percentiles (L, C, D), neuron_quantiles (Q, K),
             neuron_threshold, neuron_mean, neuron_max (K,).
         projections: benign_tsne, adv_tsne (P, 2).
+        features (optional; ``advlens.analysis.features.FeatureLibrary`` reads it): for the layers of
+            attrs ``layers`` (ordered names; the model graph's activation layers), arrays per layer
+            index ``i`` named ``L{i:02d}_…``: ``vis`` (K, c, H, W) float16 feature visualisations in
+            [0, 1]; ``vis_activation`` (K,) each channel's spatial-mean activation on its own
+            visualisation; ``example_index`` (K, k) int64 dataset indices of the top-k examined images
+            (best first), ``example_value`` (K, k) their spatial-max activation, ``example_position``
+            (K, k, 2) the peak's (row, column) in the feature map, ``example_window`` (K, k, 4) the
+            patch's (top, left, bottom, right) in the image, ``patches`` (K, k, c, h, w) float16 the
+            receptive-field crops (absent for a layer whose attrs ``patches`` entry is false);
+            ``max_quantiles`` / ``mean_quantiles`` (Q, K) quantiles (attrs ``quantile_levels``) of
+            the spatial-max / spatial-mean activation over the examined images, ``max_mean`` (K,)
+            the mean of the spatial max. Attrs also hold the settings (``steps``, ``lr``, ``k``,
+            ``seed``, …), per layer ``channels``, ``patches``, ``receptive_fields``, ``seconds`` /
+            ``cpu_seconds`` (visualisation time) and ``layer_acceptance``; ``examples_seconds``,
+            ``acceptance`` (all channels) and ``machine`` (threads, CPUs, load average).
 
+    :data:`CORE_STAGES` make a store ``complete``; other stages are optional (:meth:`has_stage`).
     Reads are verified (schema 2): a read that meets a missing or damaged chunk raises
     :class:`StoreError` naming the array and the command that rebuilds its stage.
     """
@@ -116,11 +132,22 @@ class AnalysisStore:
 
     @property
     def finished_stages(self) -> list[str]:
+        """Every finished stage, core and optional, in stage order."""
         return [s for s in STAGES if s in self.manifest["stages"]]
 
     @property
     def complete(self) -> bool:
-        return len(self.finished_stages) == len(STAGES)
+        """Whether paper 001's stages (:data:`CORE_STAGES`) are finished; optional stages do not count."""
+        return all(s in self.manifest["stages"] for s in CORE_STAGES)
+
+    def has_stage(self, name: str) -> bool:
+        """Whether stage ``name`` (core or optional, e.g. ``features``) is finished in this store."""
+        return name in self.manifest["stages"]
+
+    @property
+    def missing_stages(self) -> list[str]:
+        """Stages this store does not hold (core ones first: they are in stage order)."""
+        return [s for s in STAGES if s not in self.manifest["stages"]]
 
     @property
     def verified(self) -> bool:
@@ -139,6 +166,13 @@ class AnalysisStore:
                  "--out", str(self.root)]
         return shlex.join(parts + (["--redo", stage] if stage else []))
 
+    def add_stages_command(self, *stages: str) -> str:
+        """The ``advlens prepare`` command that adds ``stages`` (and what they need) to this store in place."""
+        args = self.manifest.get("command")
+        parts = ["advlens", "prepare", *(args if isinstance(args, list) else ["<the options that made it>"]),
+                 "--out", str(self.root), "--stages", ",".join(stages)]
+        return shlex.join(parts)
+
     def damaged(self, stage: str, name: str | None, detail: str) -> StoreError:
         """The error for a damaged array (or stage group) of this store."""
         what = f"the array {stage}/{name}" if name else f"the stage {stage}"
@@ -149,6 +183,9 @@ class AnalysisStore:
     def group(self, stage: str) -> StageGroup:
         """The arrays of a finished stage."""
         if stage not in self.manifest["stages"]:
+            if stage in STAGES and stage not in CORE_STAGES:
+                raise StoreError(f"the store at {self.root} has no {stage!r} stage (it is optional); add it with "
+                                 f"`{self.add_stages_command(stage)}`")
             raise StoreError(
                 f"stage {stage!r} of the store at {self.root} is not finished (finished: "
                 f"{', '.join(self.finished_stages) or 'none'}); run `advlens prepare` again to resume it"
