@@ -9,6 +9,7 @@ clamped or wrapped (neuron ``-1`` is an error, not the last neuron).
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
@@ -18,6 +19,7 @@ import numpy as np
 from advlens import measures
 from advlens.analysis import Session
 from advlens.errors import AdvlensError
+from advlens.models.graph import ModelGraph
 
 
 class InvalidSelection(AdvlensError):
@@ -172,3 +174,37 @@ def nodes_record(session: Session, record) -> dict | None:
     return {"pair": pair_id(session, record.get("pair")), "quantile": rf_quantile(session, record.get("quantile")),
             "metric": metric, "method": None if method is None else choice(method, measures.METHODS, "linkage"),
             "nodes": node_ids(session, record.get("nodes", []))}
+
+
+MAX_LAYER_NAME = 200
+"""Longest layer name accepted from the browser (names are module paths such as ``_blocks.14._bn1``)."""
+
+
+def layer_name(graph: ModelGraph, value, what: str = "layer") -> str:
+    """A layer of the model graph (an alias such as ``stem.2`` gives its layer name)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_LAYER_NAME:
+        raise InvalidSelection(f"{what} {str(value)[:60]!r} is not a layer name")
+    if value not in graph:
+        close = difflib.get_close_matches(value, graph.names(), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise InvalidSelection(f"{what} {value!r} is not a layer of this model{hint}: the Architecture View shows "
+                               f"its {len(graph)} layers")
+    return graph.resolve(value)
+
+
+def layer_names(graph: ModelGraph, values, what: str = "selected layer") -> list[str]:
+    """A list of layers (a selection), in execution order; a layer named twice is an error."""
+    if not isinstance(values, (list, tuple)):
+        raise InvalidSelection(f"the selected layers {str(values)[:60]!r} are not a list of layer names")
+    names = [layer_name(graph, v, what) for v in values]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise InvalidSelection(f"{what} {twice!r} is named twice")
+    return graph.sort(names)
+
+
+def channel_id(value, channels: int, layer: str) -> int | None:
+    """A channel of ``layer`` (``channels`` of them); ``None`` passes."""
+    if value is None:
+        return None
+    return _in_range(value, channels, "channel", f"layer {layer} ({channels} channels)")
