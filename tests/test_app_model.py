@@ -328,9 +328,10 @@ def test_the_url_holds_the_selection_and_invalid_values_are_reported(tiny):
     query = state.query_string(tiny, ["1", "3"], "3", 2, "?pair=4&measure=x")
     assert query == "?layers=1%2C3&layer=3&channel=2&pair=4" + ("&neuron=2" if analysed == "3" else "")
     bad = state.state_from_query(tiny, "?layers=1,nope&layer=zzz&channel=1")
-    assert bad.layers == [] and bad.layer is None and len(bad.problems) == 3
+    assert bad.layers == [] and bad.layer is None and bad.channel is None and len(bad.problems) == 2
     assert "'nope' is not a layer" in bad.problems[0] and "'zzz' is not a layer" in bad.problems[1]
-    assert "channel needs a layer" in bad.problems[2]
+    assert state.state_from_query(tiny, "?channel=1").problems == [
+        "URL parameter channel needs a layer (layer=…); ignored"]
     assert "channel 9 does not exist" in state.state_from_query(tiny, "?layer=3&channel=9").problems[0]
     # the Neurons page's neuron opens the analysed layer's channel
     carried = state.state_from_query(tiny, "?neuron=4&pair=1")

@@ -84,7 +84,7 @@ def state_from_query(session: Session, search: str | None) -> ModelState:
                 state.channel = validate.channel_id(params[key], channel_count(session, state.layer), state.layer)
             except AdvlensError as exc:
                 state.problems.append(f"URL parameter {key}={params[key]!r}: {exc}")
-    elif "channel" in params:
+    elif "channel" in params and "layer" not in params:
         state.problems.append("URL parameter channel needs a layer (layer=…); ignored")
     return state
 
