@@ -210,3 +210,13 @@ def test_other_feature_settings_do_not_reuse_checkpoints(model_and_data, tmp_pat
     vis = feature_visualization(model, "1", list(range(4)), steps=3, seed=3, lr=0.1)
     np.testing.assert_array_equal(store.load("features", "L00_vis"), vis.half().numpy())
     shutil.rmtree(root)
+
+
+def test_info_shows_the_features_stage(store, capsys):
+    from advlens.cli import main
+
+    assert main(["info", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.split()[:1] == ["features"])
+    assert '"acceptance":' in line and '"channels_total": 10' in line and '"steps": 2' in line
+    assert "not prepared" not in out

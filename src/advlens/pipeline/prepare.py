@@ -101,30 +101,38 @@ def prepare(config: PrepareConfig, out: str | Path, overwrite: bool = False,
         with StoreWriter(out, store_config(config, model, data, attack_extra), overwrite=overwrite,
                          command=config.command_line()) as writer:
             writer.write_weights(model.net.state_dict(), source)
-            names = requested
-            if redo is not None:
-                dropped = forget_stages(out, writer.manifest, [redo, *stage_registry.dependents(redo)])
-                for name in dropped:
-                    _remove_work(out, name)
-                logger.info("redoing stage(s) %s", ", ".join(dropped) or redo)
-                names = stage_registry.plan({*requested, redo, *dropped})
+            names = requested if redo is None else _forget_for_redo(writer, redo, requested)
             context = stage_registry.StageContext(config, model, data, lambda: open_store(out), out)
             for name in names:
-                if writer.finished(name):
-                    logger.info("stage %s: already finished, skipped", name)
-                    outdated = stage_registry.REGISTRY[name].outdated
-                    note = outdated(writer.manifest["stages"][name].get("attrs", {}), config) if outdated else None
-                    if note:
-                        logger.warning("stage %s was computed with %s; `--redo %s` recomputes it", name, note, name)
-                    continue
-                started = time.perf_counter()
-                with writer.stage(name) as stage_out:
-                    stage_registry.STAGE_FUNCTIONS[name](context, stage_out)
-                _remove_work(out, name)
-                logger.info("stage %s: finished in %.1f s", name, time.perf_counter() - started)
+                _run_stage(writer, name, context)
     except OSError as exc:
         raise _write_error(exc, out) from exc
     return open_store(out)
+
+
+def _forget_for_redo(writer: StoreWriter, redo: str, requested: list[str]) -> list[str]:
+    """Drop ``redo`` and the finished stages that depend on it; the stages to run now (those included)."""
+    dropped = forget_stages(writer.root, writer.manifest, [redo, *stage_registry.dependents(redo)])
+    for name in {redo, *dropped}:  # checkpoints of an interrupted run are not reused either
+        _remove_work(writer.root, name)
+    logger.info("redoing stage(s) %s", ", ".join(dropped) or redo)
+    return stage_registry.plan({*requested, redo, *dropped})
+
+
+def _run_stage(writer: StoreWriter, name: str, context: stage_registry.StageContext) -> None:
+    """Run stage ``name`` into the store unless it is finished (then say if its recorded settings differ)."""
+    if writer.finished(name):
+        logger.info("stage %s: already finished, skipped", name)
+        outdated = stage_registry.REGISTRY[name].outdated
+        note = outdated(writer.manifest["stages"][name].get("attrs", {}), context.config) if outdated else None
+        if note:
+            logger.warning("stage %s was computed with %s; `--redo %s` recomputes it", name, note, name)
+        return
+    started = time.perf_counter()
+    with writer.stage(name) as stage_out:
+        stage_registry.STAGE_FUNCTIONS[name](context, stage_out)
+    _remove_work(writer.root, name)
+    logger.info("stage %s: finished in %.1f s", name, time.perf_counter() - started)
 
 
 def _remove_work(out: Path, stage: str) -> None:
