@@ -65,6 +65,7 @@ def demo_model_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from advlens.models import load_model
     from advlens.pipeline import PrepareConfig, prepare
     from advlens.store import open_store
+    from advlens.store.manifest import CORE_STAGES
 
     root = tmp_path_factory.getbasetemp() / "advlens-demo-generated-store"
     if (root / "manifest.json").exists() and open_store(root).complete:
@@ -77,7 +78,7 @@ def demo_model_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         labels = model(images).argmax(1)
     data = ImageDataset(images, labels, tuple(model.class_names), "generated", "test")
     prepare(PrepareConfig(model="fashion-resnet", dataset="generated", batch_size=64, seed=0, tsne_perplexity=5.0),
-            root, model=model, data=data)
+            root, model=model, data=data, stages=CORE_STAGES)  # the serve tests need no features stage
     return root
 
 
