@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+import torch
 from dash import no_update
 from dash.exceptions import PreventUpdate
 from PIL import Image
@@ -165,6 +166,36 @@ def test_a_plain_chain_has_no_shortcuts_and_no_lanes(tiny):
     graph = tiny.model.graph
     colors = dict(zip(trace(figure, "layers")["customdata"], trace(figure, "layers")["marker"]["color"]))
     assert [colors[n] for n in graph.names()] == [GREY, BLUE, GREY, BLUE, GREY, GREY, GREY, BLUE]
+
+
+class ThreeWay(nn.Module):
+    """Three parallel branches joined by a concatenation (an inception-like module), the middle one longest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+        self.b1, self.b2, self.b3 = nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), nn.ReLU()
+        self.c = nn.Conv2d(1, 2, 5, padding=2)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b3(self.b2(self.b1(x))), self.c(x)], 1)
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+def test_parallel_branches_get_their_own_lanes():
+    from advlens.models import AnalysedModel
+
+    graph = AnalysedModel(ThreeWay().eval(), (0.5,), (0.25,), (1, 8, 8), ["0", "1", "2"]).graph
+    placed = layout_graph(graph)
+    pos = placed.position
+    assert list(placed.main_path) == ["input", "b1", "b2", "b3", "cat", "pool", "flatten", "fc"]
+    assert pos["a"][0] == pos["c"][0] == 1 and {pos["a"][1], pos["c"][1]} == {-1, -2}
+    assert len(set(pos.values())) == len(pos)  # no two layers drawn on one spot
+    for edge in placed.edges:  # every edge runs from its source to its target
+        assert edge.points[0] == pos[edge.source] and edge.points[-1] == pos[edge.target]
+    assert sorted(placed.shortcut_edges()) == sorted([("input", "a"), ("input", "c"), ("a", "cat"), ("c", "cat")])
+    assert selection.toggle(graph, ["b2"], "a").refused and not selection.toggle(graph, ["b2"], "cat").refused
 
 
 def test_blocks_are_white_boxes_around_their_layers(demo):
