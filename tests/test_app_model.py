@@ -31,6 +31,7 @@ from advlens.app.factory import PAGES
 from advlens.app.model import architecture, channel, gallery, layout, selection, state, tiles, url_query
 from advlens.app.model.architecture_figure import KIND_COLORS, SHORTCUT_COLOR, figure_size
 from advlens.app.model.graph_layout import layout_graph
+from advlens.errors import ModelError
 
 BLUE, RED, GREY = "#1f77b4", "#d62728", "#9aa0a6"
 
@@ -340,7 +341,8 @@ def test_layer_and_channel_ids_from_the_browser_are_checked(demo, tiny):
     bad_click = {"points": [{"customdata": "nope"}]}
     layers, focus, note = architecture.select(demo, architecture.GRAPH, "select", bad_click, [], None)
     assert (layers, focus) == (no_update, no_update) and "'nope' is not a layer" in texts(note)
-    assert "'nope' is not a layer" in go.Figure(architecture.draw_figure(demo, ["nope"], None)).layout.annotations[0].text
+    shown = go.Figure(architecture.draw_figure(demo, ["nope"], None)).layout.annotations[0].text
+    assert "'nope' is not a layer" in shown
     assert "click mode 'drag'" in texts(architecture.select(demo, architecture.GRAPH, "drag",
                                                             {"points": [{"customdata": "stem"}]}, [], None)[2])
     tiles_, *_ = gallery.draw_gallery(tiny, {"layer": "3", "channel": 6}, 0)
@@ -442,6 +444,24 @@ def test_feature_images_are_the_stored_visualisations_and_only_those(tiny):
                 f"/model-features/0/1/huge.png", "/model-features/-1/0/tile.png", "/model-features/0/0/../../x",
                 tiles.example_url(0, 1, library.k), "/model-features/0/1/example-x.png"):
         assert client.get(url).status_code == 404, url
+
+
+def test_a_model_that_cannot_be_loaded_is_reported_on_the_page(tiny):
+    class NoModel:
+        cache = BoundedCache(4)
+
+        @property
+        def model(self):
+            raise ModelError("the store names the model 'x:y', which is not built in; pass trust_store_code=True")
+
+    page = shell.route(NoModel(), PAGES, "/model", "?layer=3", ["url.pathname"], None)
+    assert "trust_store_code=True" in texts(page) and "message-error" in texts_classes(page)
+    shown = go.Figure(architecture.draw_figure(NoModel(), [], None)).layout.annotations[0].text
+    assert "trust_store_code=True" in shown
+
+
+def texts_classes(component) -> str:
+    return " ".join(getattr(c, "className", "") or "" for c in walk(component))
 
 
 # ------------------------------------------------------------------------------------------------ no features

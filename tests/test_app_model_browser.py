@@ -164,6 +164,7 @@ def test_model_page_walk(page, session, server):
     shot(page, "33_non_sequential_refused")
     click_layer(page, session, "layer3")
     assert query(page)["layers"] == "layer2.conv1,layer3"
+    page.wait_for_timeout(400)  # not a double click (Plotly's threshold is 300 ms)
     click_layer(page, session, "layer3")  # a second click removes it
     assert query(page)["layers"] == "layer2.conv1"
     page.locator("button", has_text="block outputs").click()

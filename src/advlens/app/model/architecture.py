@@ -37,6 +37,9 @@ PRESET_BUTTON = "selection-preset"
 FILL = "selection-fill"
 CLEAR = "selection-clear"
 
+CONFIG = {**GRAPH_CONFIG, "responsive": True, "doubleClick": "reset"}
+"""Fills its place (at least the width its columns need); a double click returns to the whole model."""
+
 MODES = {"inspect": "show its channels", "select": "add it to / remove it from the selection"}
 
 
@@ -83,13 +86,14 @@ def layout(session: Session, layers: list[str], focus: dict) -> list:
     placed, facts = graph_layout(session)
     width, height = figure_size(placed, facts)
     graph = session.model.graph
+    traced = "torch.fx" if graph.method == "fx" else "module hooks (functional ops are not shown)"
     view = common.panel("Architecture", [
         _legend(),
-        html.Div(dcc.Graph(id=GRAPH, figure=draw(session, layers, focus), config={**GRAPH_CONFIG, "responsive": True},
-                           style={"minWidth": f"{width}px", "height": f"{height}px"}, clear_on_unhover=True),
+        html.Div(dcc.Graph(id=GRAPH, figure=draw(session, layers, focus), config=CONFIG,
+                           style={"minWidth": f"{width}px", "height": f"{height}px"}),
                  className="architecture-scroll"),
         html.Div(f"{len(graph)} layers · {len(placed.blocks)} blocks · {len(placed.shortcut_edges())} shortcut "
-                 f"edges · traced with {graph.method}{'' if graph.method == 'fx' else ' (module hooks: functional ops are not shown)'}"
+                 f"edges · traced with {traced}"
                  " · hover a layer for its type, output shape and receptive field; drag to zoom, double-click to "
                  "reset", className="summary"),
     ], [html.Span("click a layer to", className="label"),

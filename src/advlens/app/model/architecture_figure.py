@@ -77,7 +77,7 @@ def rf_text(graph: ModelGraph, name: str) -> str:
         return f"unknown ({exc})"
     if field.whole:
         return "the whole image"
-    size = f"{field.size[0]}×{field.size[1]}" if field.size[0] != field.size[1] else f"{field.size[0]}×{field.size[0]}"
+    size = f"{field.size[0]}×{field.size[1]}"
     jump = field.jump[0] if field.jump[0] == field.jump[1] else f"{field.jump[0]}×{field.jump[1]}"
     return f"{size} px, stride {jump}"
 

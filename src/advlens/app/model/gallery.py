@@ -83,7 +83,8 @@ def gallery(session: Session, focus, page) -> tuple[list, str, str, bool, bool]:
     caption = (f"{layer} · {channels} channels · feature visualisations (images that maximise each channel's mean "
                f"activation); {100 * library.acceptance(layer):.0f}% reach the channel's "
                f"{100 * float(library.attrs['acceptance_level']):g}th percentile over the examined images")
-    return tiles, f"{first}–{last - 1} of {channels} · page {page + 1}/{pages}", caption, page <= 0, page >= pages - 1
+    pager = f"{first}–{last - 1} of {channels} · page {page + 1}/{pages}"
+    return tiles, pager, caption, page <= 0, page >= pages - 1
 
 
 @guarded(lambda text: ([common.message(text, "error")], "", "", True, True))
