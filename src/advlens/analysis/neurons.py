@@ -137,8 +137,9 @@ class NeuronAnalysis(SessionCore):
     def pooled(self, pair: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled penultimate vectors of a pair. Shape: two (D,) float32."""
         pair = self.check_pair(pair)
-        return (torch.from_numpy(self.store.array("activations", "benign_pooled")[pair]),
-                torch.from_numpy(self.store.array("activations", "adv_pooled")[pair]))
+        return self._cached(("pooled", pair), lambda: (
+            torch.from_numpy(self.store.array("activations", "benign_pooled")[pair]),
+            torch.from_numpy(self.store.array("activations", "adv_pooled")[pair])))
 
     def curves(self, pair: int) -> measures.ContributionCurves:
         """Activation × weight of the benign image (benign class) and adversarial image (adversarial class)."""
