@@ -29,6 +29,7 @@ from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
 from advlens.analysis.cache import BoundedCache
 from advlens.app import common, images, shell, validate
 from advlens.app.figures import decode, typed_array
+from advlens.app.model import architecture
 from advlens.app.factory import PAGES, build_layout, create_app
 from advlens.app.neurons import cluster_view, context_view, image_grid, neuron_view, overview, receptive_field
 from advlens.app.neurons import layout as neurons_layout
@@ -844,8 +845,10 @@ def test_the_router_draws_each_page_and_says_when_there_is_none(session):
     assert paths == ["/neurons", "/model", "/pathways", "/profiles", "/datapaths"]
     neurons_page = shell.route(session, PAGES, "/neurons", "", ["url.pathname"], None)
     assert neuron_view.GRAPH in component_ids(neurons_page)
-    for path, words in (("/model", "Architecture View"), ("/pathways", "strength sweep"),
-                        ("/profiles", "profiles stage"), ("/datapaths", "advlens datapaths")):
+    model_page = shell.route(session, PAGES, "/model", "", ["url.pathname"], None)
+    assert architecture.GRAPH in component_ids(model_page) and "not built yet" not in texts(model_page)
+    for path, words in (("/pathways", "strength sweep"), ("/profiles", "profiles stage"),
+                        ("/datapaths", "advlens datapaths")):
         page = shell.route(session, PAGES, path, "", ["url.pathname"], None)
         assert "not built yet" in texts(page) and words in texts(page), path
     missing = shell.route(session, PAGES, "/nowhere", "", ["url.pathname"], None)
