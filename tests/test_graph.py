@@ -461,3 +461,23 @@ def test_functional_names_never_collide_with_module_names():
     graph = build_graph(Clash(), torch.rand(1, 1, 3, 3))
     assert graph.names() == ["input", "conv", "relu_1", "relu", "relu_2"]
     assert graph["relu"].op == "ReLU" and graph["relu_1"].op == "relu" and graph["relu_1"].hook is None
+
+
+class ViewByBatchSize(nn.Module):
+    """``x.view(x.size(0), -1)`` and ``x.shape[0]`` read the input's metadata, not its values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return self.fc(y.reshape(x.size(0), -1) + y.new_zeros(x.shape[0], 1))
+
+
+def test_metadata_reads_are_not_data_inputs():
+    graph = build_graph(ViewByBatchSize(), torch.rand(1, 1, 4, 4))
+    inputs = {n.name: n.inputs for n in graph.nodes}
+    assert inputs["reshape"] == ("relu",)  # not ("relu", "input"): no false edge from the model input
+    assert "input" not in {p for name, parents in inputs.items() if name != "conv" for p in parents}

@@ -224,8 +224,20 @@ def _name_layers(fx_nodes: list[fx.Node], tensor: set[fx.Node], outputs_of: dict
     return names
 
 
+METADATA_READS = frozenset({"size", "dim", "ndimension", "numel", "shape", "ndim", "dtype", "device"})
+"""Reads of a tensor's metadata: ``x.view(x.size(0), -1)`` does not take ``x``'s values from there."""
+
+
+def _is_metadata_read(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in METADATA_READS
+    return (node.op == "call_function" and node.target is getattr and len(node.args) > 1
+            and node.args[1] in METADATA_READS)
+
+
 def _tensor_inputs(node: fx.Node, tensor: set[fx.Node], seen: set[fx.Node] | None = None) -> list[fx.Node]:
-    """The tensor layers a node reads, looking through non-tensor nodes (``x.size(0)``, tuples)."""
+    """The tensor layers whose values a node reads, looking through non-tensor nodes (tuples, lists);
+    metadata reads (``x.size(0)``, ``x.shape``) are not data inputs, so they draw no edge."""
     found: list[fx.Node] = []
     seen = seen if seen is not None else set()
     for parent in node.all_input_nodes:
@@ -234,7 +246,7 @@ def _tensor_inputs(node: fx.Node, tensor: set[fx.Node], seen: set[fx.Node] | Non
         seen.add(parent)
         if parent in tensor:
             found.append(parent)
-        elif parent.op != "get_attr":
+        elif parent.op != "get_attr" and not _is_metadata_read(parent):
             found.extend(_tensor_inputs(parent, tensor, seen))
     return found
 
