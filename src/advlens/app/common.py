@@ -106,6 +106,15 @@ def panel(title: str, body: list, controls: list | None = None, class_name: str 
     return html.Section([header, *body], className=f"panel {class_name}".strip())
 
 
+def pager(prev_id: str, label_id: str, next_id: str) -> list:
+    """Previous-page and next-page buttons around a page label (Image Grid, channel gallery)."""
+    return [
+        html.Button("‹", id=prev_id, n_clicks=0, className="button pager-button", title="previous page"),
+        html.Span(id=label_id, className="pager"),
+        html.Button("›", id=next_id, n_clicks=0, className="button pager-button", title="next page"),
+    ]
+
+
 def fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
 

@@ -123,11 +123,7 @@ def pick(session: Session, trigger, clicked: bool, focus) -> dict:
 
 
 def layout(session: Session, focus: dict, page: int) -> html.Section:
-    controls = [
-        html.Button("‹", id=PREV, n_clicks=0, className="button pager-button", title="previous page"),
-        html.Span(id=PAGER, className="pager"),
-        html.Button("›", id=NEXT, n_clicks=0, className="button pager-button", title="next page"),
-    ]
+    controls = common.pager(PREV, PAGER, NEXT)
     return common.panel("Channels", [
         dcc.Store(id=PAGE, data=page),
         html.Div(id=CAPTION, className="summary"),

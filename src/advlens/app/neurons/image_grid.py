@@ -97,9 +97,7 @@ def layout(session: Session, sort: str = DEFAULT_SORT, page: int = 0) -> html.Se
         html.Span("sort by", className="label"),
         dcc.Dropdown(id=SORT, options=[{"label": v, "value": k} for k, v in SORT_LABELS.items()],
                      value=sort, clearable=False, searchable=False, className="sort-dropdown"),
-        html.Button("‹", id=PREV, n_clicks=0, className="button pager-button", title="previous page"),
-        html.Span(id=PAGER, className="pager"),
-        html.Button("›", id=NEXT, n_clicks=0, className="button pager-button", title="next page"),
+        *common.pager(PREV, PAGER, NEXT),
     ]
     return common.panel("Image Grid", [
         dcc.Store(id=PAGE, data=page),
