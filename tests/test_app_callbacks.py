@@ -417,6 +417,16 @@ def test_scatterplots_fade_all_but_the_selection(session, cell):
     assert sorted(np.concatenate(kept).tolist()) == sorted(chosen.tolist())
 
 
+def test_a_cleared_selection_clears_the_lasso_in_the_browser(session, cell):
+    """Under a constant uirevision Plotly keeps a lasso's points selected unless the figure says otherwise:
+    without an explicit null ``selectedpoints`` and empty ``selections``, "Clear selection" re-selects them."""
+    cleared = overview.scatter_figure(session, "adversarial", "true", None, None)
+    assert all("selectedpoints" in t and t["selectedpoints"] is None for t in cleared["data"])
+    assert cleared["layout"]["selections"] == []
+    chosen = overview.scatter_figure(session, "adversarial", "true", None, session.pairs_in_cell(*cell).tolist())
+    assert "selections" not in chosen["layout"]  # a lasso the user drew stays drawn while it is the selection
+
+
 def test_prediction_matrix_counts_and_the_selected_cell(session, cell):
     figure = as_figure(overview.matrix_figure(session, None, cell))
     heatmap = figure.data[0]

@@ -98,8 +98,8 @@ def scatter_figure(session: Session, side: str, color_by: str = "true", classes:
                              f"{names[label]}<extra></extra>",
             "unselected": {"marker": {"opacity": 0.12}}, "showlegend": False,
         }
-        if chosen is not None:
-            trace["selectedpoints"] = np.flatnonzero(np.isin(members, chosen)).tolist()
+        # null clears a previous selection: a missing key would leave the lasso's points selected under uirevision
+        trace["selectedpoints"] = None if chosen is None else np.flatnonzero(np.isin(members, chosen)).tolist()
         traces.append(trace)
     return figure(traces, {
         "title": {"text": f"{title} <span style='color:#888;font-size:11px'>({color_by} label)</span>",
@@ -108,6 +108,7 @@ def scatter_figure(session: Session, side: str, color_by: str = "true", classes:
         "modebar": {"orientation": "v"},
         "xaxis": {"visible": False}, "yaxis": {"visible": False, "scaleanchor": "x"}, "hovermode": "closest",
         "uirevision": f"{side}-{classes}", "clickmode": "event+select",
+        **({"selections": []} if chosen is None else {}),  # "Clear selection" also removes the lasso outline
     })
 
 
