@@ -65,7 +65,16 @@ def query(page) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
 
 
-def images_loaded(page, selector: str) -> list[bool]:
+def images_loaded(page, selector: str, timeout_ms: int = 30_000) -> list[bool]:
+    """Whether each image matching ``selector`` has loaded, once all have finished (a broken image never loads:
+    the wait runs out and the list says which)."""
+    script = f"() => [...document.querySelectorAll({selector!r})].every(i => i.complete && i.naturalWidth > 0)"
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(script, timeout=timeout_ms)
+    except PlaywrightTimeout:  # some image never loaded: the list below says which
+        pass
     return page.locator(selector).evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
 
 
