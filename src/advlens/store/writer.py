@@ -77,20 +77,15 @@ class StoreWriter:
         config: the configuration recorded in (and identifying) the store.
         overwrite: replace a store of another configuration, or one whose manifest is unreadable.
             Only what advlens wrote is removed; a folder that is not an advlens store is refused.
-        redo: a stage to compute again, with every stage after it (e.g. after ``info --verify``
-            found it damaged).
         command: the ``prepare`` arguments (without ``--out``) that rebuild this store, for messages.
     """
 
     def __init__(self, root: str | Path, config: dict[str, Any], overwrite: bool = False,
-                 redo: str | None = None, command: Sequence[str] | None = None) -> None:
-        if redo is not None and redo not in STAGES:
-            raise StoreError(f"unknown stage {redo!r} to redo; choose one of {', '.join(STAGES)}")
+                 command: Sequence[str] | None = None) -> None:
         self.root = Path(root)
         self.config = config
         self.hash = config_hash(config)
         self.overwrite = overwrite
-        self.redo = redo
         self.command = list(command) if command is not None else None
         self.lock = StoreLock(self.root)
         self.manifest: dict[str, Any] = {}
@@ -152,12 +147,6 @@ class StoreWriter:
         else:
             self._clear(keep_work=True)
         self.manifest = manifest
-        if self.redo is not None:
-            later = STAGES[STAGES.index(self.redo):]
-            dropped = [s for s in later if manifest["stages"].pop(s, None) is not None]
-            logger.info("redoing stages %s", ", ".join(later))
-            if dropped:
-                write_manifest(self.root, manifest)
         for stage in STAGES:  # a stage renamed into place but not recorded is redone
             if stage not in manifest["stages"] and (self.root / stage).exists():
                 _remove(self.root / stage)
