@@ -147,6 +147,50 @@ def launch_browser(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
+VIEWPORT = {"width": 1680, "height": 1000}
+
+
+def recording_page(context):
+    """A new page that counts in-flight callbacks (:data:`PENDING_SCRIPT`) and records console errors and
+    page errors in ``page.problems``, so a walk can assert there were none."""
+    page = context.new_page()
+    page.add_init_script(PENDING_SCRIPT)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.problems = problems
+    return page
+
+
+def shot(page, name: str, full_page: bool = False) -> Path:
+    """Save a screenshot under :data:`SCREENSHOTS` (git-ignored) and print its path."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    print(f"screenshot: {path}")
+    return path
+
+
+def walk(component):
+    """Every component of a Dash component tree, and every text in it, in document order."""
+    stack = [component]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (list, tuple)):
+            stack.extend(reversed(node))
+            continue
+        yield node
+        children = None if isinstance(node, str) else getattr(node, "children", None)
+        if children is not None:
+            stack.append(children)
+
+
+def texts(component) -> str:
+    """All text of a Dash component tree, joined."""
+    return " ".join(node for node in walk(component) if isinstance(node, str))
+
+
 def wait_idle(page, timeout: float = 60.0, settle: float = 0.25) -> None:
     """Wait until no Dash callback is in flight for ``settle`` seconds (and Plotly has drawn)."""
     deadline = time.monotonic() + timeout

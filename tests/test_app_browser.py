@@ -12,18 +12,19 @@ dendrogram node → union/intersection → context images. A screenshot per step
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app_fixtures import (
-    PENDING_SCRIPT,
+    VIEWPORT,
     ServerThread,
     click_matrix_cell,
     click_plot_point,
     figure_title,
     launch_browser,
+    recording_page,
+    shot,
     small_store_path,
     trace_count,
     wait_idle,
@@ -34,8 +35,6 @@ import playwright.sync_api as playwright_api
 
 pytestmark = pytest.mark.slow  # a 200-image demo store (≈ 30–60 s) and a browser walk per test
 
-SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
-VIEWPORT = {"width": 1680, "height": 1000}
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +63,9 @@ def browser():
 @pytest.fixture
 def page(browser, server):
     context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
-    page.add_init_script(PENDING_SCRIPT)
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page = recording_page(context)
     page.goto(server.url)
     wait_idle(page)
-    page.problems = problems
     yield page
     context.close()
 
@@ -86,14 +80,6 @@ def case_cell(session) -> tuple[int, int]:
         if matrix[best] >= 3:
             return best
     return tuple(int(i) for i in np.unravel_index(np.argmax(matrix), matrix.shape))
-
-
-def shot(page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    print(f"screenshot: {path}")
-    return path
 
 
 def card_ids(page) -> list[int]:
@@ -239,7 +225,7 @@ def test_lasso_selection_and_paging(page, session):
     assert len(card_ids(page)) == PAGE_SIZE
     page.locator("#grid-next").click()
     wait_idle(page)
-    assert f"page 2/" in page.locator("#grid-pager").inner_text()
+    assert "page 2/" in page.locator("#grid-pager").inner_text()
     assert len(card_ids(page)) == min(PAGE_SIZE, selected - PAGE_SIZE)
     page.locator("#overview-clear").click()
     wait_idle(page)

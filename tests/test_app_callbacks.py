@@ -23,7 +23,7 @@ from dash import no_update
 from dash.exceptions import PreventUpdate
 from PIL import Image
 
-from app_fixtures import tiny_store
+from app_fixtures import texts, tiny_store, walk
 
 from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
 from advlens.analysis.cache import BoundedCache
@@ -60,50 +60,13 @@ def pair(session, cell) -> int:
 
 def component_ids(component) -> set:
     """Every id in a Dash component tree."""
-    found = set()
-    stack = [component]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (list, tuple)):
-            stack.extend(node)
-            continue
-        if getattr(node, "id", None) is not None:
-            found.add(node.id if isinstance(node.id, str) else str(node.id))
-        children = getattr(node, "children", None)
-        if children is not None and not isinstance(children, str):
-            stack.append(children)
-    return found
+    return {node.id if isinstance(node.id, str) else str(node.id)
+            for node in walk(component) if getattr(node, "id", None) is not None}
 
 
 def find(component, component_id):
     """The component with ``component_id`` in a tree (``None`` when absent)."""
-    stack = [component]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (list, tuple)):
-            stack.extend(node)
-            continue
-        if getattr(node, "id", None) == component_id:
-            return node
-        children = getattr(node, "children", None)
-        if children is not None and not isinstance(children, str):
-            stack.append(children)
-    return None
-
-
-def texts(component) -> str:
-    """All text of a Dash component tree, joined."""
-    parts = []
-    stack = [component]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            parts.append(node)
-        elif isinstance(node, (list, tuple)):
-            stack.extend(reversed(node))
-        elif getattr(node, "children", None) is not None:
-            stack.append(node.children)
-    return " ".join(parts)
+    return next((node for node in walk(component) if getattr(node, "id", None) == component_id), None)
 
 
 def as_figure(figure: dict) -> go.Figure:

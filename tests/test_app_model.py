@@ -22,7 +22,7 @@ from dash.exceptions import PreventUpdate
 from PIL import Image
 from torch import nn
 
-from app_fixtures import TINY_CONFIG, tiny_store
+from app_fixtures import TINY_CONFIG, texts, tiny_store, walk
 
 from advlens.analysis import Session
 from advlens.analysis.cache import BoundedCache
@@ -54,33 +54,6 @@ def demo_model():
 def demo(demo_model):
     """What the Architecture View and the selection read of a session: the model (graph) and a cache."""
     return SimpleNamespace(model=demo_model, cache=BoundedCache(16))
-
-
-def texts(component) -> str:
-    parts, stack = [], [component]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            parts.append(node)
-        elif isinstance(node, (list, tuple)):
-            stack.extend(reversed(node))
-        elif getattr(node, "children", None) is not None:
-            stack.append(node.children)
-    return " ".join(parts)
-
-
-def walk(component):
-    """Every component of a tree, in document order."""
-    stack = [component]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (list, tuple)):
-            stack.extend(reversed(node))
-            continue
-        yield node
-        children = getattr(node, "children", None)
-        if children is not None and not isinstance(children, str):
-            stack.append(children)
 
 
 def trace(figure: dict, name: str) -> dict:
@@ -441,7 +414,7 @@ def test_feature_images_are_the_stored_visualisations_and_only_those(tiny):
     assert np.abs(patch[::step, ::step] - examples.patches[0, 0]).max() <= 0.5 / 255 + 1e-3
     channels = library.num_channels(layer)
     for url in (tiles.feature_url(len(library.layers()), 0), tiles.feature_url(0, channels),
-                f"/model-features/0/1/huge.png", "/model-features/-1/0/tile.png", "/model-features/0/0/../../x",
+                "/model-features/0/1/huge.png", "/model-features/-1/0/tile.png", "/model-features/0/0/../../x",
                 tiles.example_url(0, 1, library.k), "/model-features/0/1/example-x.png"):
         assert client.get(url).status_code == 404, url
 

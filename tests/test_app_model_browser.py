@@ -12,14 +12,13 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from app_fixtures import PENDING_SCRIPT, ServerThread, click_plot_point, launch_browser, small_store_path, wait_idle
+from app_fixtures import VIEWPORT, ServerThread, click_plot_point, launch_browser, recording_page, small_store_path, wait_idle
+from app_fixtures import shot as app_shot
 
 import playwright.sync_api as playwright_api
 
 pytestmark = pytest.mark.slow  # builds the 200-image demo store with its features stage (minutes on 2 cores)
 
-SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
-VIEWPORT = {"width": 1680, "height": 1000}
 PAGES = ("Neurons", "Model", "Pathways", "Profiles", "Datapaths")
 
 
@@ -42,23 +41,12 @@ def server(session):
 def page(session, server):
     with playwright_api.sync_playwright() as playwright:
         browser = launch_browser(playwright)
-        context = browser.new_context(viewport=VIEWPORT)
-        page = context.new_page()
-        page.add_init_script(PENDING_SCRIPT)
-        problems: list[str] = []
-        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.problems = problems
-        yield page
+        yield recording_page(browser.new_context(viewport=VIEWPORT))
         browser.close()
 
 
 def shot(page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
-    return path
+    return app_shot(page, name, full_page=True)  # the Model page scrolls: keep all of it
 
 
 def query(page) -> dict[str, str]:
