@@ -8,7 +8,6 @@ capture code itself.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
 import pytest
 import torch

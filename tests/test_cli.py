@@ -7,7 +7,6 @@ import json
 import socket
 import sys
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file

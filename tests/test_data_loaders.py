@@ -6,7 +6,6 @@ import gzip
 import os
 import pickle
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np

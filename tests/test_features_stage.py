@@ -14,7 +14,6 @@ from advlens.analysis import SelectionError, Session
 from advlens.analysis.features import FeatureLibrary
 from advlens.features import dataset_examples_for_layers, feature_visualization
 from advlens.pipeline import PrepareConfig, prepare, stages_features
-from advlens.store import open_store
 
 from conftest import tiny_dataset, trained_tiny_model
 

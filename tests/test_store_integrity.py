@@ -83,7 +83,7 @@ def test_a_missing_chunk_is_an_error_naming_the_array_not_zeros(store_copy):
     store = open_store(store_copy)
     with pytest.raises(StoreError, match=r"activations/benign_maps .*missing chunk files c/1/0/0/0") as error:
         store.array("activations", "benign_maps")[20]
-    assert f"advlens prepare --model tests:tiny" in str(error.value)
+    assert "advlens prepare --model tests:tiny" in str(error.value)
     assert f"--out {store_copy} --redo activations" in str(error.value)
     with pytest.raises(StoreError, match="activations/benign_maps"):
         store.load("activations", "benign_maps")
