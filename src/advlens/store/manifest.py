@@ -21,6 +21,8 @@ READABLE_SCHEMAS = (1, 2)
 MANIFEST = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"
 LOCK_FILE = ".advlens.lock"
+DERIVED = "derived"
+"""The folder of results computed on demand after ``prepare`` (:mod:`advlens.store.derived`)."""
 FORMAT = "advlens-analysis-store"
 CORE_STAGES = ("predict", "attack", "activations", "statistics", "projections")
 """Paper 001's stages: a store holding all of them is ``complete`` (what the /neurons page needs)."""
@@ -37,7 +39,7 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def is_advlens_entry(name: str) -> bool:
     """Whether a file or folder name inside a store is one that advlens writes (and may remove)."""
-    return (name in STAGES or name in (MANIFEST, WEIGHTS_FILE, LOCK_FILE)
+    return (name in STAGES or name in (MANIFEST, WEIGHTS_FILE, LOCK_FILE, DERIVED)
             or name.startswith((f".{MANIFEST}.", f".{WEIGHTS_FILE}.", f"{LOCK_FILE}.", ".partial-", ".work-")))
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import zarr
 
 from advlens.errors import StoreError
+from advlens.store.derived import DerivedResults, stage_stamp
 from advlens.store.integrity import READ_ERRORS, VerifiedArray, verify_array
 from advlens.store.manifest import CORE_STAGES, STAGES, check_schema, file_digest, read_manifest
 
@@ -201,6 +202,11 @@ class AnalysisStore:
     def load(self, stage: str, name: str) -> np.ndarray:
         """Load a whole array into memory."""
         return self.array(stage, name)[...]
+
+    def derived(self, kind: str) -> DerivedResults:
+        """The results of ``kind`` computed on demand and kept in this store (see :mod:`advlens.store.derived`)."""
+        stamps = {name: stage_stamp(entry) for name, entry in self.manifest["stages"].items()}
+        return DerivedResults(self.root, kind, stamps)
 
     # ------------------------------------------------------------------ weights
     def weights_path(self) -> Path | None:
