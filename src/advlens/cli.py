@@ -1,4 +1,4 @@
-"""The ``advlens`` command line: ``prepare``, ``info``, ``serve``, ``train-demo-model``."""
+"""The ``advlens`` command line: ``prepare``, ``info``, ``serve``, ``pathways``, ``train-demo-model``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ def parse_number(text: str) -> float:
         return float(Fraction(text))
     except (ValueError, ZeroDivisionError) as exc:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+
+
+def parse_numbers(text: str) -> tuple[float, ...]:
+    """Parse ``1/255,2/255,0.1``: comma-separated numbers (their range is checked with the other options)."""
+    return tuple(parse_number(part.strip()) for part in text.split(",") if part.strip())
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """Parse ``pgd,fgsm``: comma-separated names (checked with the other options)."""
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
 
 
 def parse_stages(text: str) -> list[str]:
@@ -74,6 +84,14 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--feature-steps", type=int, metavar="N",
                    help="feature-visualisation steps of the features stage (default: the benchmarked 32; recorded "
                         "in the stage, not part of the store's identity: --redo features recomputes with new ones)")
+    sweep = p.add_argument_group("sweep stage (pathways; recorded in the stage: --redo sweep recomputes with new "
+                                 "settings)")
+    sweep.add_argument("--sweep-eps", type=parse_numbers, default=argparse.SUPPRESS, metavar="E1,E2,...",
+                       help="L∞ strengths ε of the sweep (default: 1/255,2/255,4/255,8/255,16/255,32/255)")
+    sweep.add_argument("--sweep-attacks", type=parse_names, default=argparse.SUPPRESS, metavar="A,B", help="pgd and/or fgsm (default: pgd,fgsm)")
+    sweep.add_argument("--sweep-per-class", type=int, default=argparse.SUPPRESS, metavar="N",
+                       help="attack at most N benign true positives of each class, a seeded sample (default: 300)")
+    sweep.add_argument("--sweep-steps", type=int, default=argparse.SUPPRESS, metavar="K", help="PGD iterations of the sweep (default: 7; α = ε/4)")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -87,6 +105,8 @@ def _prepare(args: argparse.Namespace) -> int:
         target_class=args.target_class, random_start=args.random_start, adversarial_file=args.adversarial_file,
         seed=args.seed, batch_size=args.batch_size, device=args.device, trust_pickle=args.trust_pickle,
         feature_steps=DEFAULT_FEATURE_STEPS if args.feature_steps is None else args.feature_steps,
+        **{name: value for name in ("sweep_eps", "sweep_attacks", "sweep_per_class", "sweep_steps")
+           if (value := getattr(args, name, None)) is not None},
     )
     store = prepare(config, args.out, overwrite=args.overwrite, redo=args.redo,
                     stages=args.stages)  # checks everything first
@@ -239,6 +259,70 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pathways(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("pathways", help="a class pair's activation pathways: its targeted sweep (Bluff's "
+                                             "setting) on demand, kept in the store",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("store", help="analysis store folder with the sweep stage")
+    p.add_argument("--original", required=True, metavar="C", help="the original class: an id or a class name")
+    p.add_argument("--target", required=True, metavar="C", help="the target class: an id or a class name")
+    p.add_argument("--targeted", action="store_true",
+                   help="attack the sweep's sampled images of the original class toward the target (targeted PGD "
+                        "and FGSM at the sweep's strengths) and keep the result in the store")
+    p.add_argument("--recompute", action="store_true", help="compute the targeted sweep again even if it is stored")
+    p.add_argument("--batch-size", type=int, default=128, help="rows (images × strengths) per forward pass")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--trust-store-code", action="store_true",
+                   help="load a store whose model spec is module.path:factory (runs that code; see serve)")
+
+
+def parse_class(value: str, names: list[str], what: str) -> int:
+    """A class given as an id or a name (case-insensitive), or AdvlensError naming the valid classes."""
+    text = value.strip()
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
+        return int(text)
+    lowered = [name.lower() for name in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    valid = ", ".join(f"{i} {name!r}" for i, name in enumerate(names))
+    raise AdvlensError(f"{what} {value!r} is not a class of the store; the classes are {valid}")
+
+
+def _pathways(args: argparse.Namespace) -> int:
+    from advlens.analysis.core import SessionCore
+    from advlens.pipeline.config import check_device
+    from advlens.pipeline.stages_pathways import targeted_sweep
+    from advlens.store import open_store
+
+    store = open_store(args.store)
+    names = store.class_names
+    original = parse_class(args.original, names, "--original")
+    target = parse_class(args.target, names, "--target")
+    if original == target:
+        raise AdvlensError(f"--original and --target are both class {original} {names[original]!r}; a pathway "
+                           "needs two different classes")
+    if args.batch_size < 1:
+        raise AdvlensError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not store.has_stage("sweep"):
+        raise AdvlensError(f"the store at {args.store} has no sweep stage; add it with "
+                           f"`{store.add_stages_command('sweep')}`")
+    if not args.targeted:
+        raise AdvlensError("building a class pair's pathway graph from the command line is not available yet "
+                           "(it needs advlens.analysis.pathways); --targeted computes the pair's targeted sweep")
+    device = check_device(args.device)
+    model = SessionCore(store, device=device, trust_store_code=args.trust_store_code).model
+    strengths = len(store.group("sweep").attrs["eps"])
+    result, computed = targeted_sweep(store, model, original, target, chunk=max(1, args.batch_size // strengths),
+                                      recompute=args.recompute)
+    attrs = result.attrs
+    print(f"targeted sweep {original} {names[original]!r} → {target} {names[target]!r}: {attrs['images']} images, "
+          f"{'computed now' if computed else 'read from the store'}")
+    for attack, rates in attrs["target_rate"].items():
+        cells = ", ".join(f"{eps * 255:g}/255: {rate:.0%}" for eps, rate in zip(attrs["eps"], rates))
+        print(f"  {attack}: predicted as the target at ε {cells}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from advlens.pipeline.config import check_device
     from advlens.training.train_demo import train_demo_model
@@ -261,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="read every array and the weights and compare them with the digests recorded when they "
                            "were written; exit status 1 and the damaged arrays when any differ")
     _add_serve(commands)
+    _add_pathways(commands)
     from advlens.models.registry import demo_weights_path
 
     train = commands.add_parser("train-demo-model", help="train the fashion-resnet demo model",
@@ -274,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"prepare": _prepare, "info": _info, "serve": _serve, "train-demo-model": _train}
+COMMANDS = {"prepare": _prepare, "info": _info, "serve": _serve, "pathways": _pathways, "train-demo-model": _train}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from advlens.data import ImageDataset
 from advlens.errors import AttackError, ConfigError
 from advlens.models import AnalysedModel
 from advlens.models.fingerprint import model_fingerprint, tensor_digest
+from advlens.pipeline.sweep import DEFAULT_PER_CLASS, DEFAULT_SWEEP_EPS, DEFAULT_SWEEP_STEPS, SWEEP_ATTACKS
 from advlens.store import WEIGHTS_FILE
 
 ATTACKS = ("pgd", "fgsm", "file")
@@ -78,6 +79,11 @@ class PrepareConfig:
     tsne_perplexity: float = 30.0
     trust_pickle: bool = False
     feature_steps: int = DEFAULT_FEATURE_STEPS  # not part of the store's identity: recorded in the stage attrs
+    # the sweep stage's settings (spec-004 §1), likewise recorded in its attrs only
+    sweep_eps: tuple[float, ...] = DEFAULT_SWEEP_EPS
+    sweep_attacks: tuple[str, ...] = SWEEP_ATTACKS
+    sweep_per_class: int = DEFAULT_PER_CLASS
+    sweep_steps: int = DEFAULT_SWEEP_STEPS
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -118,6 +124,7 @@ class PrepareConfig:
             other.append(f"--seed must lie in 0..{MAX_SEED}, got {self.seed}")
         if isinstance(self.feature_steps, bool) or not isinstance(self.feature_steps, int) or self.feature_steps < 1:
             other.append(f"--feature-steps must be at least 1, got {self.feature_steps}")
+        other += _sweep_problems(self)
         if not (math.isfinite(self.tsne_perplexity) and self.tsne_perplexity > 0):
             other.append(f"the t-SNE perplexity must be positive, got {self.tsne_perplexity}")
         if self.weights is not None and not Path(self.weights).is_file():
@@ -149,7 +156,9 @@ class PrepareConfig:
                  "adversarial_file": "--adversarial", "eps": "--eps", "alpha": "--alpha", "steps": "--steps",
                  "norm": "--norm", "targeted": "--targeted", "target_class": "--target-class",
                  "random_start": "--random-start", "trust_pickle": "--trust-pickle", "seed": "--seed",
-                 "batch_size": "--batch-size", "feature_steps": "--feature-steps"}
+                 "batch_size": "--batch-size", "feature_steps": "--feature-steps", "sweep_eps": "--sweep-eps",
+                 "sweep_attacks": "--sweep-attacks", "sweep_per_class": "--sweep-per-class",
+                 "sweep_steps": "--sweep-steps"}
         paths = ("weights", "data_dir", "adversarial_file")
         defaults = PrepareConfig()
         args: list[str] = []
@@ -161,6 +170,8 @@ class PrepareConfig:
                 value = str(Path(value).resolve())
             if isinstance(value, bool):
                 args.append(flags[item.name])
+            elif isinstance(value, (tuple, list)):  # --sweep-eps, --sweep-attacks: comma-separated
+                args += [flags[item.name], ",".join(repr(v) if isinstance(v, float) else str(v) for v in value)]
             else:
                 args += [flags[item.name], str(Path(value).resolve()) if item.name in paths else repr(value)
                          if isinstance(value, float) else str(value)]
@@ -168,6 +179,25 @@ class PrepareConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _sweep_problems(config: PrepareConfig) -> list[str]:
+    """What is wrong with the sweep stage's options, in the CLI's words (empty when nothing is)."""
+    problems = []
+    eps, attacks = list(config.sweep_eps), list(config.sweep_attacks)
+    if not eps or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) and 0 < e <= 1
+                          for e in eps):
+        problems.append(f"--sweep-eps must be strengths in (0, 1] such as 1/255,8/255, got "
+                        f"{','.join(map(str, eps)) or '(none)'}")
+    elif len(set(eps)) != len(eps):
+        problems.append(f"--sweep-eps lists a strength twice: {','.join(map(str, eps))}")
+    if not attacks or any(a not in SWEEP_ATTACKS for a in attacks) or len(set(attacks)) != len(attacks):
+        problems.append(f"--sweep-attacks must name each of {', '.join(SWEEP_ATTACKS)} at most once, got "
+                        f"{','.join(map(str, attacks)) or '(none)'}")
+    for flag, value in (("--sweep-steps", config.sweep_steps), ("--sweep-per-class", config.sweep_per_class)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"{flag} must be at least 1, got {value}")
+    return problems
 
 
 def store_config(config: PrepareConfig, model: AnalysedModel, data: ImageDataset,

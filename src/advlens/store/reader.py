@@ -106,6 +106,23 @@ class AnalysisStore:
             ``seed``, …), per layer ``channels``, ``patches``, ``receptive_fields``, ``seconds`` /
             ``cpu_seconds`` (visualisation time) and ``layer_acceptance``; ``examples_seconds``,
             ``acceptance`` (all channels) and ``machine`` (threads, CPUs, load average).
+        sweep (optional; the pathways system's strength sweep, ``advlens.pipeline.stages_pathways``): A
+            attacks × E strengths × S sampled images; layers i = 0 … L−1 in attrs ``layers``.
+            ``sample_index`` (S,) int64 rows of the examined images (index into ``predict``) of a seeded
+            sample of at most ``per_class`` benign true positives per class, grouped by class and
+            ascending within a class, ``sample_label`` (S,); ``benign_index`` (B,) every benign true
+            positive, ``benign_label`` (B,), ``benign_max_L{i:02d}`` (B, C_i) float32 spatial max of
+            layer i's channels on the benign image; ``adv_pred`` (A, E, S) int64 prediction of the
+            attacked image, ``adv_prob_true`` (A, E, S) float32 softmax probability of the true class,
+            ``adv_max_L{i:02d}`` (A, E, S, C_i) float32 spatial maxima on the attacked image,
+            ``adv_delta`` (A, E, S, c, H, W) float16 the perturbation x_adv − x (x_adv = clip(x + δ, 0,
+            1)), chunked per (attack, strength). Attrs: ``layers``, ``channels``, ``attacks``, ``eps``
+            (ascending), ``steps``, ``alpha_ratio``, ``per_class``, ``seed``, ``chunk``,
+            ``sample_count`` (per class), ``benign_count``, ``seconds``, ``benign_seconds``,
+            ``attack_seconds`` (per attack), ``rows_per_second`` and ``machine``. A class pair's targeted
+            sweep (``advlens pathways --targeted``) is kept in ``derived("targeted-sweep")`` with the same
+            ``sample_*`` / ``adv_*`` arrays (the original class's sampled images) plus
+            ``adv_prob_target``.
 
     :data:`CORE_STAGES` make a store ``complete``; other stages are optional (:meth:`has_stage`).
     Reads are verified (schema 2): a read that meets a missing or damaged chunk raises

@@ -1,0 +1,330 @@
+"""The ``sweep`` stage of the pathways system (spec-004 §1–§2) and the targeted sweep of one class pair.
+
+Over a seeded per-class sample of the benign true positives (``predict``'s ``true_positive`` rows,
+at most ``per_class`` per class) it attacks every image with untargeted L∞ PGD (κ steps, α = ε/4, no
+random start) and FGSM at every strength ε, and stores per attack, strength and image the prediction,
+the true class's probability, the per-channel spatial maximum of every pathway layer and the
+perturbation (:func:`advlens.pipeline.sweep.attack_strengths`). It also stores the benign maxima of the
+same layers for every benign true positive. The layout is documented in
+:class:`advlens.store.AnalysisStore`.
+
+The stage resumes per part: the benign pass and each (attack, chunk of images) part — all strengths
+of a chunk run as one batch — are checkpointed in the stage's work folder (named after the settings),
+so a killed run redoes at most one part.
+
+:func:`targeted_sweep` runs Bluff's own setting for one class pair on demand — targeted PGD and FGSM
+toward the target over the sampled images of the original class — and keeps it in
+``store.derived("targeted-sweep")`` (CLI: ``advlens pathways STORE --original C --target C --targeted``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from advlens.errors import StoreError
+from advlens.models import AnalysedModel
+from advlens.pipeline.config import PrepareConfig
+from advlens.pipeline.stage import Stage, StageContext
+from advlens.pipeline.sweep import DEFAULT_ALPHA_RATIO, assemble, attack_strengths, benign_maxima, check_sweep
+from advlens.store import AnalysisStore, StageWriter
+from advlens.store.derived import DerivedResult
+
+logger = logging.getLogger(__name__)
+
+TARGETED_KIND = "targeted-sweep"
+"""The ``store.derived`` kind of a class pair's targeted sweep."""
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """The settings of the ``sweep`` stage, recorded in its attrs (not part of the store's identity).
+
+    Attributes:
+        eps: the strengths ε, ascending.
+        attacks: the attacks (``pgd``, ``fgsm``), in the order of the stored arrays' first axis.
+        steps: PGD iterations κ; alpha_ratio: PGD's step size α as a fraction of ε.
+        per_class: at most this many benign true positives of each class are attacked.
+        seed: the seed of the per-class sample (the store's seed).
+        chunk: images per part (all strengths of a part run in one batch of ``chunk × len(eps)`` rows).
+    """
+
+    eps: tuple[float, ...]
+    attacks: tuple[str, ...]
+    steps: int
+    per_class: int
+    seed: int
+    alpha_ratio: float = DEFAULT_ALPHA_RATIO
+    chunk: int = 21
+
+    @classmethod
+    def for_run(cls, config: PrepareConfig) -> SweepSettings:
+        eps = tuple(sorted(float(e) for e in config.sweep_eps))
+        return cls(eps=eps, attacks=tuple(config.sweep_attacks), steps=config.sweep_steps,
+                   per_class=config.sweep_per_class, seed=config.seed, chunk=max(1, config.batch_size // len(eps)))
+
+    def as_attrs(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["eps"], values["attacks"] = list(self.eps), list(self.attacks)
+        return values
+
+
+def sweep_layers(model: AnalysedModel) -> list[str]:
+    """The pathway layers: the spatial layers of ``model.graph.activation_layers()`` (the demo model: 9 layers,
+    992 channels)."""
+    graph = model.graph
+    return [layer for layer in graph.activation_layers() if graph[layer].spatial]
+
+
+def sample_true_positives(labels: np.ndarray, true_positive: np.ndarray, per_class: int, seed: int,
+                          classes: int) -> np.ndarray:
+    """A seeded sample of at most ``per_class`` true positives of each class: rows grouped by class (class 0
+    first), ascending within a class. Each class draws from its own generator (``seed``, class), so one
+    class's sample does not depend on the others.
+
+    Shape:
+        labels, true_positive: (M,); returns (S,) int64 rows.
+    """
+    picked = []
+    for c in range(classes):
+        rows = np.flatnonzero(true_positive & (labels == c))
+        if len(rows) > per_class:
+            rows = np.sort(np.random.default_rng([seed, c]).choice(rows, per_class, replace=False))
+        picked.append(rows)
+    return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, np.int64)
+
+
+def _save(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def _benign_part(model: AnalysedModel, layers: list[str], images: torch.Tensor, batch_size: int,
+                 work: Path) -> tuple[list[np.ndarray], float]:
+    """The benign maxima of every layer (checkpointed in ``work``) and the seconds they took."""
+    stored = _load(work / "benign.npz")
+    if stored is None:
+        started = time.perf_counter()
+        maxima = benign_maxima(model, images, layers, batch_size)
+        stored = {**{f"L{i:02d}": values for i, values in enumerate(maxima)},
+                  "seconds": np.array(time.perf_counter() - started)}
+        _save(work / "benign.npz", **stored)
+    else:
+        logger.info("sweep: benign maxima from the checkpoint of an interrupted run")
+    return [stored[f"L{i:02d}"] for i in range(len(layers))], float(stored["seconds"])
+
+
+def _attack_parts(model: AnalysedModel, layers: list[str], images: torch.Tensor, labels: torch.Tensor,
+                  settings: SweepSettings, work: Path) -> tuple[dict[str, list[list[np.ndarray]]], dict[str, float]]:
+    """Every (attack, chunk) part, computed or taken from its checkpoint: ``parts[name][attack][chunk]`` and
+    the seconds per attack."""
+    count, strengths = len(images), len(settings.eps)
+    parts: dict[str, list[list[np.ndarray]]] = {}
+    seconds: dict[str, float] = {}
+    resumed = 0
+    with tqdm(total=count * strengths * len(settings.attacks), desc="sweep", unit="img×ε") as bar:
+        for a, attack in enumerate(settings.attacks):
+            bar.set_postfix_str(attack)
+            seconds[attack] = 0.0
+            for start in range(0, count, settings.chunk):
+                part = slice(start, min(start + settings.chunk, count))
+                checkpoint = work / f"{attack}_{start:08d}.npz"
+                stored = _load(checkpoint)
+                if stored is None:
+                    began = time.perf_counter()
+                    stored = attack_strengths(model, images[part], labels[part], layers, settings.eps, attack,
+                                              settings.steps, settings.alpha_ratio)
+                    stored["seconds"] = np.array(time.perf_counter() - began)
+                    _save(checkpoint, **stored)
+                else:
+                    resumed += 1
+                seconds[attack] += float(stored.pop("seconds"))
+                for name, values in stored.items():
+                    parts.setdefault(name, [[] for _ in settings.attacks])[a].append(values)
+                bar.update((part.stop - part.start) * strengths)
+    if resumed:
+        logger.info("sweep: resumed %d finished parts of an interrupted run", resumed)
+    return parts, seconds
+
+
+def run_sweep(ctx: StageContext, out: StageWriter) -> dict:
+    """Untargeted PGD and FGSM at every strength over a per-class sample of the benign true positives."""
+    predict = ctx.store().group("predict")
+    examined = predict.attrs.get("examined")
+    if examined != len(ctx.data):
+        raise StoreError(f"the store's predict stage examined {examined} images but prepare was given "
+                         f"{len(ctx.data)}; prepare the store again with the same dataset and --limit")
+    model = ctx.model
+    settings = SweepSettings.for_run(ctx.config)
+    check_sweep(settings.eps, settings.attacks, settings.steps, settings.alpha_ratio)
+    labels = predict["label"][:].astype(np.int64)
+    true_positive = predict["true_positive"][:].astype(bool)
+    classes = model.num_classes
+    sample = sample_true_positives(labels, true_positive, settings.per_class, settings.seed, classes)
+    benign_rows = np.flatnonzero(true_positive).astype(np.int64)
+    layers = sweep_layers(model)
+    channels = [model.graph[layer].channels for layer in layers]
+    work = ctx.work_dir("sweep", key={**settings.as_attrs(), "layers": layers})
+    machine = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+               "load_average": round(os.getloadavg()[0], 2)}
+    logger.info("sweep: %d sampled images (≤ %d per class) × %d strengths × %s; benign maxima of %d true "
+                "positives over %d layers", len(sample), settings.per_class, len(settings.eps),
+                "/".join(settings.attacks), len(benign_rows), len(layers))
+    images = ctx.data.images
+    benign, benign_seconds = _benign_part(model, layers, images[torch.from_numpy(benign_rows)], ctx.config.batch_size,
+                                          work)
+    sampled = images[torch.from_numpy(sample)]
+    parts, seconds = _attack_parts(model, layers, sampled, torch.from_numpy(labels[sample]), settings, work)
+    arrays = assemble(parts, model, sampled, layers, len(settings.attacks), len(settings.eps), targeted=False)
+    write_sweep_arrays(out, arrays, sample, labels[sample])
+    out.array("benign_index", benign_rows)
+    out.array("benign_label", labels[benign_rows])
+    for i, values in enumerate(benign):
+        out.array(f"benign_max_L{i:02d}", values.astype(np.float32))
+    total = benign_seconds + sum(seconds.values())
+    rows = len(sample) * len(settings.eps) * len(settings.attacks)
+    out.attrs(layers=layers, channels=channels, **settings.as_attrs(),
+              sample_count=np.bincount(labels[sample], minlength=classes).astype(int).tolist(),
+              benign_count=len(benign_rows), seconds=round(total, 3), benign_seconds=round(benign_seconds, 3),
+              attack_seconds={name: round(value, 3) for name, value in seconds.items()},
+              rows_per_second=round(rows / total, 2) if total > 0 else None, machine=machine)
+    success = {attack: [float((arrays["adv_pred"][a, e] != labels[sample]).mean()) if len(sample) else 0.0
+                        for e in range(len(settings.eps))] for a, attack in enumerate(settings.attacks)}
+    logger.info("sweep: %d rows in %.1f s; success rate per strength %s", rows, total, success)
+    return {"seconds": total}
+
+
+def write_sweep_arrays(out: StageWriter, arrays: dict[str, np.ndarray], sample: np.ndarray,
+                       labels: np.ndarray) -> None:
+    """The sampled rows and the (attack, strength, image) arrays, chunked per (attack, strength)."""
+    out.array("sample_index", sample.astype(np.int64))
+    out.array("sample_label", labels.astype(np.int64))
+    for name, values in arrays.items():
+        chunks = (1, 1, *values.shape[2:]) if name.startswith(("adv_max_", "adv_delta")) else None
+        out.array(name, values, chunks=chunks)
+
+
+def outdated(attrs: dict[str, Any], config: PrepareConfig) -> str | None:
+    """How the recorded settings of a finished sweep differ from those ``config`` asks for, or None."""
+    asked = SweepSettings.for_run(config)
+    differences = []
+    if [float(e) for e in attrs.get("eps", [])] != list(asked.eps):
+        differences.append(f"strengths {attrs.get('eps')}, not {list(asked.eps)}")
+    if list(attrs.get("attacks", [])) != list(asked.attacks):
+        differences.append(f"attacks {attrs.get('attacks')}, not {list(asked.attacks)}")
+    if attrs.get("steps") != asked.steps:
+        differences.append(f"{attrs.get('steps')} PGD steps, not {asked.steps}")
+    if attrs.get("per_class") != asked.per_class:
+        differences.append(f"at most {attrs.get('per_class')} images per class, not {asked.per_class}")
+    return "; ".join(differences) or None
+
+
+# ---------------------------------------------------------------------- the targeted sweep of one pair
+
+def targeted_key(store: AnalysisStore, original: int, target: int) -> dict[str, Any]:
+    """The derived-result key of a class pair's targeted sweep: the pair and the sweep's settings."""
+    attrs = store.group("sweep").attrs
+    return {"original": int(original), "target": int(target), "eps": list(attrs["eps"]),
+            "attacks": list(attrs["attacks"]), "steps": int(attrs["steps"]), "alpha_ratio": attrs["alpha_ratio"],
+            "layers": list(attrs["layers"])}
+
+
+def _sampled_images(store: AnalysisStore, rows: np.ndarray) -> torch.Tensor:
+    """The benign images of examined rows (true positives) from the ``attack`` stage. Shape: (n, c, H, W)."""
+    if not store.has_stage("attack"):
+        raise StoreError(f"the store at {store.root} has no finished attack stage, which holds the benign images; "
+                         "run the same `advlens prepare` again to finish it")
+    group = store.group("attack")
+    index = group["dataset_index"][:]
+    found = np.searchsorted(index, rows)
+    if len(rows) and (found.max() >= len(index) or not np.array_equal(index[found], rows)):
+        raise StoreError(f"the sweep's sampled images are not among the attack stage's true positives in the store "
+                         f"at {store.root}; redo the sweep with `{store.rebuild_command('sweep')}`")
+    return torch.from_numpy(group["benign"].get_orthogonal_selection((found,)) if len(rows) else
+                            np.zeros((0, *group["benign"].shape[1:]), np.float32))
+
+
+def targeted_sweep(store: AnalysisStore, model: AnalysedModel, original: int, target: int, chunk: int = 21,
+                   recompute: bool = False) -> tuple[DerivedResult, bool]:
+    """Bluff's setting for one class pair: targeted PGD and FGSM toward ``target`` at the sweep's strengths over
+    the sweep's sampled images of class ``original``, kept in ``store.derived("targeted-sweep")``.
+
+    Returns the result (arrays as in the stage, without the benign ones, plus ``adv_prob_target``) and
+    whether it was computed now (False: read from the store).
+
+    Shape:
+        ``sample_index`` / ``sample_label`` (S_o,); ``adv_pred``, ``adv_prob_true``, ``adv_prob_target``
+        (A, E, S_o); ``adv_max_L{i:02d}`` (A, E, S_o, C_i); ``adv_delta`` (A, E, S_o, c, H, W) float16.
+    """
+    if not store.has_stage("sweep"):
+        raise StoreError(f"the store at {store.root} has no sweep stage, which the targeted sweep builds on; add it "
+                         f"with `{store.add_stages_command('sweep')}`")
+    classes = len(store.class_names)
+    for what, value in (("original", original), ("target", target)):
+        if not 0 <= int(value) < classes:
+            raise StoreError(f"the {what} class {value} is not a class of the store (0..{classes - 1})")
+    results = store.derived(TARGETED_KIND)
+    key = targeted_key(store, original, target)
+    depends_on = ["predict", "sweep"]
+    if not recompute:
+        found = results.get(key, depends_on)
+        if found is not None:
+            return found, False
+    group = store.group("sweep")
+    attrs = group.attrs
+    if list(attrs["layers"]) != sweep_layers(model):
+        raise StoreError(f"the sweep of the store at {store.root} covers the layers {attrs['layers']}, not the "
+                         f"model's pathway layers; redo it with `{store.rebuild_command('sweep')}`")
+    rows = group["sample_index"][:][group["sample_label"][:] == original]
+    images = _sampled_images(store, rows)
+    labels = torch.full((len(rows),), int(original), dtype=torch.int64)
+    targets = torch.full_like(labels, int(target))
+    eps, attacks = list(attrs["eps"]), list(attrs["attacks"])
+    layers = list(attrs["layers"])
+    parts: dict[str, list[list[np.ndarray]]] = {}
+    seconds: dict[str, float] = {}
+    with tqdm(total=len(rows) * len(eps) * len(attacks), desc=f"targeted sweep {original}→{target}",
+              unit="img×ε") as bar:
+        for a, attack in enumerate(attacks):
+            began = time.perf_counter()
+            for start in range(0, len(rows), chunk):
+                part = slice(start, start + chunk)
+                found = attack_strengths(model, images[part], labels[part], layers, eps, attack, int(attrs["steps"]),
+                                         float(attrs["alpha_ratio"]), targets[part])
+                for name, values in found.items():
+                    parts.setdefault(name, [[] for _ in attacks])[a].append(values)
+                bar.update(len(images[part]) * len(eps))
+            seconds[attack] = round(time.perf_counter() - began, 3)
+    arrays = assemble(parts, model, images, layers, len(attacks), len(eps), targeted=True)
+    arrays["sample_index"] = rows.astype(np.int64)
+    arrays["sample_label"] = np.full(len(rows), int(original), np.int64)
+    hit = {attack: [float((arrays["adv_pred"][a, e] == target).mean()) if len(rows) else 0.0
+                    for e in range(len(eps))] for a, attack in enumerate(attacks)}
+    result_attrs = {**key, "images": int(len(rows)), "attack_seconds": seconds, "target_rate": hit,
+                    "targeted": True}
+    results.put(key, arrays, result_attrs, depends_on)
+    return DerivedResult(arrays, result_attrs), True
+
+
+STAGES = (
+    Stage("sweep", ("predict",), run_sweep,
+          "strength sweep: untargeted PGD and FGSM at several ε over a per-class sample of the true positives, "
+          "with the per-channel maxima of every pathway layer (and their benign maxima)", outdated=outdated),
+)
+"""The pathways family: one stage. It reads ``predict`` (the true positives it samples)."""
