@@ -1,0 +1,96 @@
+"""Input checks and conversions shared by the profile computations (arrays arrive as NumPy or torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from advlens.errors import ConfigError
+
+ArrayLike = Any  # np.ndarray | torch.Tensor | nested sequence of numbers
+
+
+def as_array(value: ArrayLike, dtype: type | None = None) -> np.ndarray:
+    """``value`` as a NumPy array (tensors are detached and moved to the CPU first)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    return array.astype(dtype, copy=False) if dtype is not None else array
+
+
+def layer_stack(layers: Sequence[ArrayLike], what: str, rows: int | None = None) -> list[np.ndarray]:
+    """One float32, C-contiguous (n, D_i) matrix per layer: each entry (n, …) is flattened per row.
+
+    Raises:
+        ConfigError: not a non-empty list, a layer with no features, different row counts, a row
+            count other than ``rows``, or a value that is not finite.
+    """
+    if isinstance(layers, np.ndarray) or hasattr(layers, "detach") or not isinstance(layers, Sequence):
+        raise ConfigError(f"{what} must be a list with one (n, D) activation matrix per layer, "
+                          f"got {type(layers).__name__}")
+    if len(layers) == 0:
+        raise ConfigError(f"{what} is empty: give one (n, D) activation matrix per selected layer")
+    out = []
+    for index, layer in enumerate(layers):
+        array = as_array(layer)
+        if array.ndim < 2 or array.shape[0] == 0 or int(np.prod(array.shape[1:])) == 0:
+            raise ConfigError(f"{what}[{index}] has shape {array.shape}; each layer needs (n, D) "
+                              "activations (n images, D ≥ 1 values each; conv maps are flattened)")
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            raise ConfigError(f"{what}[{index}] holds {array.dtype} values; activations must be real numbers")
+        out.append(np.ascontiguousarray(array.reshape(array.shape[0], -1), dtype=np.float32))
+    counts = [a.shape[0] for a in out]
+    expected = rows if rows is not None else counts[0]
+    bad = [i for i, c in enumerate(counts) if c != expected]
+    if bad:
+        raise ConfigError(f"{what}: every layer must hold the same {expected} images, but layer(s) "
+                          f"{', '.join(map(str, bad))} hold {', '.join(str(counts[i]) for i in bad)}")
+    for index, array in enumerate(out):
+        if not np.isfinite(array).all():
+            raise ConfigError(f"{what}[{index}] holds NaN or infinite values; check the model's outputs "
+                              "for these images (they cannot be projected)")
+    return out
+
+
+def vector(value: ArrayLike, what: str, length: int | None = None) -> np.ndarray:
+    """A float64 1-D array (of ``length`` when given)."""
+    array = as_array(value).astype(np.float64)
+    if array.ndim != 1 or (length is not None and array.shape[0] != length):
+        wanted = f"({length},)" if length is not None else "1-D"
+        raise ConfigError(f"{what} must have shape {wanted}, got {array.shape}")
+    return array
+
+
+def positive_int(value: Any, what: str, minimum: int = 1) -> int:
+    """``value`` as an int ≥ ``minimum`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{what} must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def real(value: Any, what: str, low: float = -np.inf, high: float = np.inf) -> float:
+    """``value`` as a finite float in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    number = float(value)
+    if not np.isfinite(number) or not low <= number <= high:
+        raise ConfigError(f"{what} must lie in [{low:g}, {high:g}], got {value!r}")
+    return number
+
+
+def euclidean(a: np.ndarray, b: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Euclidean distances between the rows of ``a`` and of ``b``, computed in float64 (``b`` is
+    converted ``block`` rows at a time, so a float32 background is never copied whole).
+
+    Shape: a (m, D); b (n, D); returns (m, n).
+    """
+    x = np.asarray(a, dtype=np.float64)
+    x_norms = (x * x).sum(axis=1)[:, None]
+    out = np.empty((x.shape[0], len(b)))
+    for start in range(0, len(b), block):
+        y = np.asarray(b[start:start + block], dtype=np.float64)
+        squared = x_norms + (y * y).sum(axis=1)[None, :] - 2.0 * (x @ y.T)
+        out[:, start:start + len(y)] = np.sqrt(np.maximum(squared, 0.0))
+    return out
