@@ -134,7 +134,8 @@ def _batch_influence(model: AnalysedModel, images: torch.Tensor, source: str, ta
     """Shape: images (n, C, H, W) → (n, T, S)."""
     leaf, output = _forward_to_target(model, images, source, target)
     count = len(images)
-    flat = output.reshape(count, output.shape[1], -1)
+    with torch.enable_grad():  # also when the caller runs under torch.no_grad()
+        flat = output.reshape(count, output.shape[1], -1)
     target_index = target_index.to(flat.device)
     peaks = flat.detach()[:, target_index].argmax(dim=-1)  # (n, T): first maximal position
     active = leaf.detach() if source_index is None else leaf.detach()[:, source_index.to(leaf.device)]
