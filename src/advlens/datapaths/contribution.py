@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from advlens.datapaths.fast import linearised_contribution
+from advlens.datapaths.fast import FirstOrder
 from advlens.datapaths.gates import gate_function
 from advlens.datapaths.region import check_aoi, source_region
 from advlens.datapaths.solver import check_solver, check_weight, minimize_box
@@ -29,6 +30,7 @@ from advlens.errors import ConfigError, ModelError
 from advlens.models.adapter import AnalysedModel
 
 METHODS = ("sgd", "fast")
+RESOLUTION = 0.01  # z closer than this are ties in a ranking
 EPSILON = 1e-12  # added to ‖f‖²; an AOI with ‖f‖² below it is silent
 
 
@@ -52,10 +54,13 @@ class Contribution:
         fidelity: the normalised fidelity term at the final gates (for ``fast``, of the linear model).
         activation: mean AOI activation of the target map per example.
         silent: examples whose AOI is not active at all (their z is 0).
+        importance: first-order cost of removing each source map alone, ‖J[:, k]‖² / ‖f‖² with J the
+            Jacobian of f in z at z = 1 (see :mod:`advlens.datapaths.fast`); it breaks ties between equal z
+            (many maps may sit at the bound 1).
 
     Shape:
         z: (m, n'); aoi: (h_t, w_t) bool; region: (h_s, w_s) bool (None for a vector source layer);
-        fidelity, activation: (m,); silent: (m,) bool.
+        fidelity, activation: (m,); silent: (m,) bool; importance: (m, n').
     """
 
     z: torch.Tensor
@@ -68,6 +73,7 @@ class Contribution:
     fidelity: torch.Tensor
     activation: torch.Tensor
     silent: torch.Tensor
+    importance: torch.Tensor
 
     @property
     def default_example(self) -> int:
@@ -75,9 +81,13 @@ class Contribution:
         return int(self.activation.argmax())
 
     def ranking(self, example: int | None = None) -> list[int]:
-        """Source maps by descending contribution for one example (default: :attr:`default_example`)."""
+        """Source maps by descending contribution for one example (default: :attr:`default_example`);
+        z equal at the solver's resolution (rounded to 0.01; e.g. several maps at 1) are ordered by
+        descending :attr:`importance`."""
         row = self.default_example if example is None else example
-        return torch.argsort(self.z[row], descending=True, stable=True).tolist()
+        level = np.round(self.z[row].double().numpy() / RESOLUTION)
+        order = np.lexsort((-self.importance[row].double().numpy(), -level))
+        return order.tolist()
 
     def top(self, k: int = 10, example: int | None = None) -> list[tuple[int, float]]:
         """The k largest contributors as (map, z) of one example."""
@@ -181,9 +191,11 @@ def contribution(model: AnalysedModel, examples: torch.Tensor, target_layer: str
     silent = norm <= EPSILON
     active = ~silent
     lam_n, gamma_n = lam / n, gamma / math.sqrt(n)
+    jacobian = FirstOrder.of(aoi_values, f, count, n, max_groups)
+    importance = jacobian.removal_cost().masked_fill(silent.unsqueeze(1), 0.0)
 
     if method == "fast":
-        z, fidelity = linearised_contribution(aoi_values, f, count, n, lam_n, gamma_n, silent, max_groups)
+        z, fidelity = jacobian.solve(lam_n, gamma_n, silent)
     else:
         def loss(z: torch.Tensor) -> torch.Tensor:
             fid = ((aoi_values(z) - f).pow(2).sum(dim=1) / (norm + EPSILON))[active].sum()
@@ -199,4 +211,4 @@ def contribution(model: AnalysedModel, examples: torch.Tensor, target_layer: str
             fidelity = (aoi_values(z) - f).pow(2).sum(dim=1) / (norm + EPSILON)
         fidelity = fidelity.masked_fill(silent, 0.0)
     return Contribution(z.cpu(), source, target, target_map, aoi_mask, region, method, fidelity.cpu(),
-                        f.mean(dim=1).cpu(), silent.cpu())
+                        f.mean(dim=1).cpu(), silent.cpu(), importance)

@@ -89,7 +89,7 @@ def pattern_detected(diff: Sequence[float] | np.ndarray | torch.Tensor, r: int) 
         return False
     tail = values[m - r - 1:]
     rising = int(np.sum(tail[1:] > tail[:-1]))
-    return rising == r and values[-1] >= values.max()
+    return bool(rising == r and values[-1] >= values.max())
 
 
 def top_k_score(distances: np.ndarray | torch.Tensor, detected: np.ndarray | torch.Tensor, k: int) -> np.ndarray:

@@ -14,6 +14,7 @@ solved with SciPy's L-BFGS-B (bounds built in; the pairwise norm smoothed as √
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -91,18 +92,31 @@ def solve_box_qp(jac: np.ndarray, scale: np.ndarray, lam: float, gamma: float, f
     return z, fidelity
 
 
-def linearised_contribution(values: Callable[[torch.Tensor | None], torch.Tensor], f: torch.Tensor, count: int,
-                            n: int, lam: float, gamma: float, silent: torch.Tensor, max_groups: int
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Contribution by the first-order approximation: z (m, n) and normalised fidelity (m,).
+@dataclass(frozen=True)
+class FirstOrder:
+    """The linearised AOI values of m examples: pooled Jacobian and pooled values at z = 1.
 
-    Args:
-        values: the gated AOI values as a function of z (m, n); f: their values at z = 1 (m, P).
-        lam, gamma: the per-gate weights λ̃/n', γ̃/√n'.
+    Shape:
+        jac: (m, G, n'); scale: (m,) = 1 / (‖pooled f_i‖² + ε).
     """
-    pool = group_matrix(f.shape[1], max_groups)
-    jac = gate_jacobian(values, count, n, pool, f.device).double().cpu().numpy()
-    pooled = (f.detach().cpu().double() @ pool.double()).numpy()
-    scale = 1.0 / (np.sum(pooled ** 2, axis=1) + EPSILON)
-    z, fidelity = solve_box_qp(jac, scale, lam, gamma, silent.cpu().numpy())
-    return torch.from_numpy(z).float(), torch.from_numpy(fidelity).float()
+
+    jac: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, values: Callable[[torch.Tensor], torch.Tensor], f: torch.Tensor, count: int, n: int,
+           max_groups: int) -> FirstOrder:
+        """Linearise ``values(z)`` (m, P) at z = 1; f (m, P) are its values there."""
+        pool = group_matrix(f.shape[1], max_groups)
+        jac = gate_jacobian(values, count, n, pool, f.device).double().cpu().numpy()
+        pooled = (f.detach().cpu().double() @ pool.double()).numpy()
+        return cls(jac, 1.0 / (np.sum(pooled ** 2, axis=1) + EPSILON))
+
+    def removal_cost(self) -> torch.Tensor:
+        """First-order fidelity cost of removing each map alone, ‖J[:, k]‖²/‖f‖². Shape: (m, n')."""
+        return torch.from_numpy(self.scale[:, None] * np.sum(self.jac ** 2, axis=1)).float()
+
+    def solve(self, lam: float, gamma: float, silent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The box QP with per-gate weights λ̃/n', γ̃/√n': z (m, n') and normalised fidelity (m,)."""
+        z, fidelity = solve_box_qp(self.jac, self.scale, lam, gamma, silent.cpu().numpy())
+        return torch.from_numpy(z).float(), torch.from_numpy(fidelity).float()
