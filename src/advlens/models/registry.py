@@ -15,26 +15,42 @@ from advlens.data.idx import FASHION_MNIST_CLASSES
 from advlens.errors import ModelError
 from advlens.models.adapter import AnalysedModel
 from advlens.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet18
+from advlens.models.fashion_cnn import FASHION_CNN_ANALYSED_LAYER, FashionCNN
 from advlens.models.fashion_resnet import FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionResNet
 from advlens.models.weights import load_weights
 
 logger = logging.getLogger(__name__)
 DEMO_WEIGHTS = "fashion_resnet.safetensors"
+SHIPPED_WEIGHTS = {"fashion-resnet": DEMO_WEIGHTS, "fashion-cnn": "fashion_cnn.safetensors"}
+"""Weights files shipped inside the package, by built-in spec."""
 
 
-def demo_weights_path() -> Path:
-    """Path of the shipped demo weights (inside the installed package)."""
-    return Path(str(resources.files("advlens") / "weights" / DEMO_WEIGHTS))
+def demo_weights_path(arch: str = "fashion-resnet") -> Path:
+    """Path of the shipped weights of a built-in Fashion-MNIST model (inside the installed package)."""
+    if arch not in SHIPPED_WEIGHTS:
+        raise ModelError(f"no shipped weights for {arch!r}; built-in models with weights: {', '.join(SHIPPED_WEIGHTS)}")
+    return Path(str(resources.files("advlens") / "weights" / SHIPPED_WEIGHTS[arch]))
+
+
+def _shipped(net: nn.Module, arch: str, weights: str | Path | None, trust_pickle: bool) -> nn.Module:
+    path = Path(weights) if weights else demo_weights_path(arch)
+    if not path.is_file():
+        raise ModelError(f"{arch} weights {path} are missing; recreate them with "
+                         f"`advlens train-demo-model --arch {arch}`")
+    load_weights(net, path, trust_pickle)
+    return net
 
 
 def _fashion_resnet(weights: str | Path | None, trust_pickle: bool) -> tuple[nn.Module, dict]:
-    net = FashionResNet()
-    path = Path(weights) if weights else demo_weights_path()
-    if not path.is_file():
-        raise ModelError(f"demo weights {path} are missing; recreate them with `advlens train-demo-model`")
-    load_weights(net, path, trust_pickle)
+    net = _shipped(FashionResNet(), "fashion-resnet", weights, trust_pickle)
     return net, dict(mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, input_shape=(1, 28, 28),
                      class_names=FASHION_MNIST_CLASSES)
+
+
+def _fashion_cnn(weights: str | Path | None, trust_pickle: bool) -> tuple[nn.Module, dict]:
+    net = _shipped(FashionCNN(), "fashion-cnn", weights, trust_pickle)
+    return net, dict(mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, input_shape=(1, 28, 28),
+                     class_names=FASHION_MNIST_CLASSES, analysed_layer=FASHION_CNN_ANALYSED_LAYER)
 
 
 def _cifar_resnet18(weights: str | Path | None, trust_pickle: bool) -> tuple[nn.Module, dict]:
@@ -47,6 +63,7 @@ def _cifar_resnet18(weights: str | Path | None, trust_pickle: bool) -> tuple[nn.
 
 BUILTINS: dict[str, Callable[[str | Path | None, bool], tuple[nn.Module, dict]]] = {
     "fashion-resnet": _fashion_resnet,
+    "fashion-cnn": _fashion_cnn,
     "cifar-resnet18": _cifar_resnet18,
 }
 MODEL_SPECS = tuple(BUILTINS) + ("module.path:factory",)
@@ -78,7 +95,7 @@ def load_model(spec: str, weights: str | Path | None = None, *, class_names: Seq
                device: str = "cpu") -> AnalysedModel:
     """Load a classifier as an eval-mode :class:`AnalysedModel` taking pixels in [0, 1].
 
-    ``spec`` is ``fashion-resnet`` (shipped weights), ``cifar-resnet18`` (bring ``weights``) or
+    ``spec`` is ``fashion-resnet`` or ``fashion-cnn`` (shipped weights), ``cifar-resnet18`` (bring ``weights``) or
     ``module.path:factory``: a callable returning an ``nn.Module`` that takes normalized input. A user
     model may carry ``class_names``, ``input_shape``, ``mean`` and ``std`` attributes; keyword
     arguments override them (defaults: mean 0, std 1), except ``input_shape``, which is only used for
@@ -99,6 +116,7 @@ def load_model(spec: str, weights: str | Path | None = None, *, class_names: Seq
     model = AnalysedModel(
         net, tuple(mean if mean is not None else meta.get("mean", (0.0,) * channels)),
         tuple(std if std is not None else meta.get("std", (1.0,) * channels)),
-        tuple(int(s) for s in shape), names, analysed_layer=analysed_layer, dense_layer=dense_layer, spec=spec,
+        tuple(int(s) for s in shape), names, analysed_layer=analysed_layer or meta.get("analysed_layer"),
+        dense_layer=dense_layer, spec=spec,
     )
     return model.to(device)
