@@ -50,6 +50,42 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory):
     return root, model
 
 
+TINY_SWEEP = dict(sweep_eps=(0.05, 0.1, 0.2, 0.3), sweep_per_class=30, feature_steps=8)
+"""A small strength sweep (4 strengths, ≤ 30 images per class) and quick feature visualisations."""
+
+
+def tiny_pathways_store(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny model's store with the ``features`` and ``sweep`` stages (:data:`TINY_SWEEP`), for the pathways
+    tests (≈ 10 s to build on 2 busy cores). Returns ``(path, model)`` as :func:`tiny_store`."""
+    from conftest import tiny_dataset, trained_tiny_model
+
+    from advlens.pipeline import PrepareConfig, prepare
+    from advlens.store import open_store
+    from advlens.store.manifest import CORE_STAGES
+
+    model = trained_tiny_model(tiny_dataset())
+    root = tmp_path_factory.getbasetemp() / "advlens-tiny-pathways-store"
+    if not ((root / "manifest.json").exists() and open_store(root).has_stage("sweep")):
+        prepare(PrepareConfig(**TINY_CONFIG, **TINY_SWEEP), root, model=model, data=tiny_dataset(TINY_COUNT),
+                stages=(*CORE_STAGES, "features", "sweep"))
+    return root, model
+
+
+def tiny_core_store(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny model's store with paper 001's stages only (no sweep, no features). Returns ``(path, model)``."""
+    from conftest import tiny_dataset, trained_tiny_model
+
+    from advlens.pipeline import PrepareConfig, prepare
+    from advlens.store import open_store
+    from advlens.store.manifest import CORE_STAGES
+
+    model = trained_tiny_model(tiny_dataset())
+    root = tmp_path_factory.getbasetemp() / "advlens-tiny-core-store"
+    if not ((root / "manifest.json").exists() and open_store(root).complete):
+        prepare(PrepareConfig(**TINY_CONFIG), root, model=model, data=tiny_dataset(60), stages=CORE_STAGES)
+    return root, model
+
+
 DEMO_GENERATED_COUNT = 48
 
 

@@ -4,7 +4,8 @@ The app and a notebook call the same methods; results are cached in a bounded LR
 the arguments. ``Session`` combines the shared core (:class:`~advlens.analysis.core.SessionCore`:
 store, model, cache, id checks) with paper 001's image space
 (:class:`~advlens.analysis.image_space.ImageSpace`) and neuron space
-(:class:`~advlens.analysis.neurons.NeuronAnalysis`); the later systems add their own classes on the
+(:class:`~advlens.analysis.neurons.NeuronAnalysis`), and paper 004's class-level activation pathways
+(:class:`~advlens.analysis.pathways.PathwayAnalysis`); the later systems add their own classes on the
 same core.
 """
 
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 from advlens.analysis.image_space import SORT_ORDERS, ImageSpace
 from advlens.analysis.neurons import NEURON_MEASURES, NeuronAnalysis
+from advlens.analysis.pathways import PathwayAnalysis
 
 __all__ = ["Session", "SORT_ORDERS", "NEURON_MEASURES"]
 
 
-class Session(ImageSpace, NeuronAnalysis):
-    """Cached analysis of one store: paper 001's image and neuron space.
+class Session(ImageSpace, NeuronAnalysis, PathwayAnalysis):
+    """Cached analysis of one store: paper 001's image and neuron space and paper 004's activation pathways.
 
     ``Session(store, model=None, *, device=None, cache_size=128, trust_store_code=False)``; see
     :class:`~advlens.analysis.core.SessionCore` for the arguments (a given model is never moved; a
