@@ -65,6 +65,7 @@ from advlens.measures.vulnerability import (
     vulnerability_maps,
     window_masks,
 )
+from advlens.measures.vulnerability_masks import VulnerabilityMasks, vulnerability_masks
 
 __all__ = [
     # receptive fields (§3.2)
@@ -72,7 +73,7 @@ __all__ = [
     "receptive_fields", "apply_receptive_field",
     # vulnerability maps (Alg. 1)
     "VulnerabilityMaps", "window_masks", "vulnerability_grid", "vulnerability_maps", "grid_interpolation",
-    "upsample_grid", "binarize_top",
+    "upsample_grid", "binarize_top", "VulnerabilityMasks", "vulnerability_masks",
     # image-perturbation measure
     "iou", "ImagePerturbationScores", "image_perturbation_scores",
     # neuron-perturbation measure
