@@ -157,7 +157,7 @@ def test_stored_graph_is_read_back_equal_after_a_restart(store_and_model, graph,
     def no_compute(*args, **kwargs):
         raise AssertionError("the stored graph should have been read, not computed")
 
-    monkeypatch.setattr(pathways_build, "set_influence", no_compute)
+    monkeypatch.setattr(pathways_build, "set_influences", no_compute)
     again = Session(path, model=model).pathway_graph(*pair, "pgd", k_benign=K_BENIGN, k_attack=K_ATTACK)
     arrays, attrs = graph.to_arrays()
     arrays_again, attrs_again = again.to_arrays()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from advlens.analysis.pathways_edges import plan_links, set_influence
+from advlens.analysis.pathways_edges import plan_links, set_influences
 from advlens.analysis.pathways_graph import PINNED, PathwayGraph
 from advlens.analysis.pathways_sweep import SweepView
 from advlens.models import AnalysedModel
@@ -106,7 +106,7 @@ def build_graph(model: AnalysedModel, sweep: SweepView, tables: list[LayerTables
     drawn = [node_channel[node_layer == layer] for layer in range(len(sweep.layers))]
     links = plan_links(model, sweep.layers, drawn)
     sets = influence_sets(sweep, original, target, a, max_images, seed)
-    per_set = [set_influence(model, links, set_images(sweep, which, rows, a)) for which, rows in sets]
+    per_set = set_influences(model, links, [set_images(sweep, which, rows, a) for which, rows in sets])
     sources, targets, values = [], [], []
     for index, link in enumerate(links):
         src_nodes = np.flatnonzero(node_layer == index)

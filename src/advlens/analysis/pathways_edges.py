@@ -49,36 +49,65 @@ def plan_links(model: AnalysedModel, layers: Sequence[str], drawn: Sequence[np.n
             for i, (source, target) in enumerate(zip(layers[:-1], layers[1:]))]
 
 
-def set_influence(model: AnalysedModel, links: Sequence[LayerLinks], images: np.ndarray,
-                  batch_size: int = 64) -> list[np.ndarray]:
-    """Median influence over ``images`` of every drawn source → drawn target channel, per layer pair.
+def per_image_influence(model: AnalysedModel, links: Sequence[LayerLinks], images: torch.Tensor,
+                        batch_size: int = 256) -> list[torch.Tensor]:
+    """Influence of every drawn source on every drawn target channel, per image and layer pair.
 
-    Returns one (n_targets, m_sources) float32 array per entry of ``links``; NaN when ``images`` is empty.
+    One forward pass per batch feeds every ``kernel`` pair (the sources are captured together); each
+    ``grad_x_act`` pair runs its own forward and backward passes.
 
     Shape:
-        images: (N, c, H, W) float32 in [0, 1].
+        images: (N, c, H, W) in [0, 1] → one (N, n_targets, m_sources) float32 tensor per entry of ``links``.
     """
-    if len(images) == 0:
-        return [np.full((len(link.targets), len(link.sources)), np.nan, dtype=np.float32) for link in links]
-    pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    kernel_sources = [link.source for link in links if link.conv is not None and len(link.sources) and
-                      len(link.targets)]
-    maps = model.capture(pixels, kernel_sources, reduce="none", batch_size=batch_size) if kernel_sources else {}
-    out = []
-    for link in links:
-        if len(link.sources) == 0 or len(link.targets) == 0:
-            out.append(np.zeros((len(link.targets), len(link.sources)), dtype=np.float32))
-            continue
-        if link.conv is not None:
-            conv = model.net.get_submodule(link.conv)
-            with torch.no_grad():
-                per_image = kernel_influence(maps[link.source].to(model.device), conv, link.targets.tolist(),
-                                             link.sources.tolist())
-        else:
-            per_image = grad_x_act_influence(model, pixels, link.source, link.target, link.targets.tolist(),
-                                             source_channels=link.sources.tolist(), batch_size=batch_size)
-        out.append(np.asarray(median_over(per_image.cpu()), dtype=np.float32))
+    out: list[list[torch.Tensor]] = [[] for _ in links]
+    active = [i for i, link in enumerate(links) if len(link.sources) and len(link.targets)]
+    kernel_sources = [links[i].source for i in active if links[i].conv is not None]
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        maps = model.capture(batch, kernel_sources, reduce="none", batch_size=batch_size) if kernel_sources else {}
+        for i in active:
+            link = links[i]
+            if link.conv is not None:
+                with torch.no_grad():
+                    part = kernel_influence(maps[link.source].to(model.device), model.net.get_submodule(link.conv),
+                                            link.targets.tolist(), link.sources.tolist())
+            else:
+                part = grad_x_act_influence(model, batch, link.source, link.target, link.targets.tolist(),
+                                            source_channels=link.sources.tolist(), batch_size=batch_size)
+            out[i].append(part.detach().float().cpu())
+    return [torch.cat(parts) if parts else torch.zeros((len(images), len(link.targets), len(link.sources)))
+            for parts, link in zip(out, links)]
+
+
+def set_influences(model: AnalysedModel, links: Sequence[LayerLinks], sets: Sequence[np.ndarray],
+                   batch_size: int = 256) -> list[list[np.ndarray]]:
+    """Median influence over each image set of every drawn source → drawn target channel, per layer pair.
+
+    The sets are concatenated and run in common batches (fewer, larger passes than set by set).
+    Returns ``[set][link]`` (n_targets, m_sources) float32 arrays; NaN for an empty set.
+
+    Shape:
+        each set: (N_k, c, H, W) float32 in [0, 1].
+    """
+    sizes = [len(images) for images in sets]
+    if sum(sizes) == 0:
+        return [[np.full((len(link.targets), len(link.sources)), np.nan, dtype=np.float32) for link in links]
+                for _ in sets]
+    pixels = torch.from_numpy(np.ascontiguousarray(np.concatenate([s for s in sets if len(s)]), dtype=np.float32))
+    per_image = per_image_influence(model, links, pixels, batch_size)
+    out, start = [], 0
+    for size in sizes:
+        medians = []
+        for link, values in zip(links, per_image):
+            if size == 0:
+                medians.append(np.full((len(link.targets), len(link.sources)), np.nan, dtype=np.float32))
+            elif len(link.sources) == 0 or len(link.targets) == 0:
+                medians.append(np.zeros((len(link.targets), len(link.sources)), dtype=np.float32))
+            else:
+                medians.append(np.asarray(median_over(values[start:start + size]), dtype=np.float32))
+        out.append(medians)
+        start += size
     return out
 
 
-__all__ = ["LayerLinks", "plan_links", "set_influence"]
+__all__ = ["LayerLinks", "plan_links", "per_image_influence", "set_influences"]
