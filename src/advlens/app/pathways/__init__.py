@@ -1,27 +1,94 @@
-"""The Pathways page (paper 004, Bluff; spec-004). A placeholder until issue 9 lands."""
+"""The Pathways page (paper 004, Bluff; spec-004 §6): class-level activation pathways of an attack.
+
+Left, the control sidebar (:mod:`~advlens.app.pathways.controls`); middle, the Graph Summary View
+(:mod:`~advlens.app.pathways.graph_view`, figure in :mod:`~advlens.app.pathways.graph_figure`, what is
+highlighted in :mod:`~advlens.app.pathways.display`); right, the detail view of the hovered neuron
+(:mod:`~advlens.app.pathways.detail`). The selection lives in the URL (:mod:`~advlens.app.pathways.state`);
+the computations are :class:`advlens.analysis.pathways.PathwayAnalysis`. Without a ``sweep`` stage the page
+says which command adds it.
+"""
 
 from __future__ import annotations
 
-from dash import Dash, html
+from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from advlens.analysis import Session
-from advlens.app.placeholder import placeholder
+from advlens.app import common
+from advlens.app.common import URL, URL_WRITTEN, guarded
+from advlens.app.pathways import controls, detail, graph_view
+from advlens.app.pathways.state import (
+    ATTACK,
+    COMPARE,
+    FILTER,
+    MODE,
+    PAIR,
+    PINNED,
+    PROBLEMS,
+    STRENGTH,
+    TOP,
+    VS,
+    query_string,
+    state_from_query,
+)
+from advlens.app.urls import parse_query
+from advlens.errors import AdvlensError
 
 PATH = "/pathways"
 TITLE = "Pathways"
 
 
+def no_sweep(session: Session) -> html.Div:
+    """The empty state of a store without the strength sweep: what the page shows and the command that adds it."""
+    return html.Div(html.Article([
+        html.H2("Activation pathways"),
+        html.P("This page shows, for a class pair, the neurons of every pathway layer that carry the benign images "
+               "of each class and the attacked images, and how they change with the attack strength. It reads the "
+               "strength sweep of the store, which this store does not hold yet. Add it with:"),
+        html.Pre(html.Code(session.sweep_command()), className="pw-command"),
+        html.P("(about 6 minutes on 2 CPU cores for the demo model's defaults; feature visualisations for the nodes "
+               "come from the features stage, `--stages features,sweep` adds both)."),
+    ], className="placeholder"), className="page placeholder-page")
+
+
 def layout(session: Session, search: str | None = None) -> html.Div:
-    return placeholder(session, search, "Activation pathways", [
-        "for a class pair (true → adversarial label), the neurons of every activation layer that carry the benign "
-        "images of each class and the attacked images, grouped original-only / both / target-only / attack-only, "
-        "and the connections between them (Graph Summary View);",
-        "how they change with the attack strength (slider over ε, FGSM against PGD in compare mode);",
-        "a neuron's detail: feature visualisation, dataset examples, importance against strength; a link to the "
-        "Neurons page for a pair of the class pair.",
-    ], ["the strength sweep stage of ", html.Code("advlens prepare"), "; for one class pair, ",
-        html.Code("advlens pathways STORE --original C --target C [--targeted]")], "issue 9")
+    """The page opened on the selection of the URL query ``search``."""
+    if not session.has_sweep():
+        return no_sweep(session)
+    try:
+        state = state_from_query(session, search)
+    except AdvlensError as exc:  # a damaged sweep, a model that cannot be loaded: the page says why
+        return html.Div(common.message(common.error_text(exc), "error"), className="page pathways-page")
+    problems = html.Div(common.message([html.Div(p) for p in state.problems], "warning") if state.problems else None,
+                        id=PROBLEMS, className="url-problems")
+    focus = state.pinned[-1] if state.pinned else None
+    return html.Div([
+        dcc.Store(id=PINNED, data=state.pinned), problems,
+        html.Div([controls.layout(session, state), graph_view.layout(), detail.layout(focus)],
+                 className="pw-main"),
+    ], className="page pathways-page")
+
+
+@guarded(lambda text: (no_update, no_update))
+def url_query(session: Session, pair, attack, strength, mode, top, filter_, compare, vs, pinned,
+              current: str | None = None) -> tuple:
+    """The URL query of the page's selection (twice: the URL and the record of what was written); nothing to
+    write when the URL already says the same."""
+    c = graph_view.checked_controls(session, pair, attack, strength, mode, top, filter_, compare, vs, pinned)
+    current = current if isinstance(current, str) else None
+    query = query_string(session, c["original"], c["target"], c["attack"], c["strength"], c["mode"], c["top"],
+                         c["filter"], c["pinned"], c["compare"], c["vs"], current)
+    if parse_query(query) == parse_query(current or ""):
+        return no_update, no_update
+    return query, query
 
 
 def register(app: Dash, session: Session) -> None:
-    """No callbacks yet."""
+    if not session.has_sweep():
+        return
+    graph_view.register(app, session)
+    detail.register(app, session)
+    app.callback(Output(URL, "search", allow_duplicate=True), Output(URL_WRITTEN, "data", allow_duplicate=True),
+                 Input(PAIR, "value"), Input(ATTACK, "value"), Input(STRENGTH, "value"), Input(MODE, "value"),
+                 Input(TOP, "value"), Input(FILTER, "value"), Input(COMPARE, "value"), Input(VS, "value"),
+                 Input(PINNED, "data"), State(URL, "search"), prevent_initial_call=True)(
+        lambda *args: url_query(session, *args))
