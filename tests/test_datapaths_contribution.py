@@ -62,7 +62,9 @@ def test_symmetric_penalty_pulls_examples_together():
     for gamma in (0.0, 0.01, 0.03, 0.1):
         z = contribution(model, images, "3", 0, "1", aoi, gamma=gamma, steps=150).z
         fast = contribution(model, images, "3", 0, "1", aoi, gamma=gamma, method="fast").z
-        assert torch.allclose(z, fast, atol=0.01)  # f is linear in z on this toy: the approximation is exact
+        # f is linear in z on this toy, so the linearisation is exact; the fast solver smooths the pairwise
+        # norm (δ = 0.01), which moves its optimum by up to ~0.02 near the kink
+        assert torch.allclose(z, fast, atol=0.02)
         gaps.append(torch.linalg.vector_norm(z[0] - z[1]).item())
         if gamma == 0:
             assert z[1, 1] <= 0.05 and z[0, 1] > 0.9

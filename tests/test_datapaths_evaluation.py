@@ -19,7 +19,7 @@ def test_pattern_rule_unit_cases():
     assert pattern_detected(rising, 8)
     flat_step = [0.0] * 5 + [1, 2, 3, 3, 5, 6, 7, 8]  # one equal step among the last 8
     assert not pattern_detected(flat_step, 8)
-    earlier_peak = [0.0] * 4 + [20.0] + list(range(1, 9))  # rising last 8, but a larger diff earlier
+    earlier_peak = [0.0] * 4 + [20.0, 0.0] + list(range(1, 9))  # rising last 8, but a larger diff earlier
     assert not pattern_detected(earlier_peak, 8)
     assert not pattern_detected(list(range(8)), 8)  # m ≤ r: never detected
     assert pattern_detected(list(range(9)), 8)  # m = r + 1 is enough

@@ -52,12 +52,30 @@ def test_gates_multiply_whole_feature_maps(tiny_model, tiny_data):
 
 
 def test_an_image_does_not_depend_on_its_batch(tiny_model, tiny_data):
+    """Each image with its own reference: together, in chunks of 4 and alone give the same gates."""
     images = tiny_data.images[:6]
-    together = extract_datapaths(tiny_model, images, LAYERS, steps=60)
-    chunks = extract_datapaths(tiny_model, images, LAYERS, steps=60, batch_size=4)
-    alone = torch.cat([extract_datapaths(tiny_model, images[i:i + 1], LAYERS, steps=60).z for i in range(6)])
+    refs = torch.rand(6, 1, 10, generator=torch.Generator().manual_seed(2))
+    options = dict(steps=60, gamma=0.5, references=refs)
+    together = extract_datapaths(tiny_model, images, LAYERS, **options)
+    chunks = extract_datapaths(tiny_model, images, LAYERS, batch_size=4, **options)
+    alone = torch.cat([extract_datapaths(tiny_model, images[i:i + 1], LAYERS, steps=60, gamma=0.5,
+                                         references=refs[i:i + 1]).z for i in range(6)])
     assert torch.allclose(together.z, alone, atol=1e-5)
     assert torch.allclose(together.z, chunks.z, atol=1e-5)
+    assert not torch.allclose(together.z, extract_datapaths(tiny_model, images, LAYERS, steps=60).z, atol=1e-3)
+
+
+def test_region_gate_multiplies_only_the_region():
+    """a ← a·(1 + R(z − 1)): inside R the map is scaled by its gate, outside it keeps its values."""
+    from advlens.datapaths.gates import gate_function
+    value = torch.arange(32, dtype=torch.float32).view(1, 2, 4, 4)
+    region = torch.zeros(4, 4)
+    region[1:3, 0:2] = 1
+    out = gate_function(torch.tensor([[0.0, 0.5]]), region)(value)
+    expected = value.clone()
+    expected[0, 0, 1:3, 0:2] = 0.0
+    expected[0, 1, 1:3, 0:2] *= 0.5
+    assert torch.equal(out, expected)
 
 
 def test_sparsity_falls_as_lambda_rises(tiny_model, tiny_data):
