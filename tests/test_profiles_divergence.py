@@ -118,3 +118,12 @@ def test_missing_positions_do_not_hide_a_divergence(background):
     adversarial = np.array([0.0, np.nan, 0.0, 0.0, 6.0, 6.0])
     result = diverging_point(np.zeros(6), adversarial, profiles)
     assert result.segment == (3, 4)
+
+
+def test_raw_affinity_is_the_majority_of_the_neighbours_not_the_nearest_one():
+    # one class-1 image right next to the query, four class-0 images a little further: majority 0
+    layer = np.array([[0.1, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [9.0, 9.0], [9.5, 9.0]])
+    labels = np.array([1, 0, 0, 0, 0, 1, 1])
+    result = diverging_point(np.zeros(1), np.zeros(1), np.arange(7.0)[:, None], labels=labels,
+                             raw_a=[np.zeros(2)], raw_b=[np.array([9.2, 9.0])], raw_background=[layer], neighbours=5)
+    assert result.raw_affinity_a.tolist() == [0] and result.raw_affinity_b.tolist() == [1]

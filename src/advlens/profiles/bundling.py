@@ -29,7 +29,7 @@ MAX_CLUSTERS = 12
 CURVE_SAMPLES = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BundledLines:
     """Background lines of each label, as x/y point lists with NaN between images.
 

@@ -29,7 +29,7 @@ RAW_NEIGHBOURS = 15
 """Background neighbours whose majority label is an image's raw-space affinity (spec-002 §1.6)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Divergence:
     """Where a pair's profiles part, and the per-axis evidence.
 

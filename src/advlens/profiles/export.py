@@ -23,7 +23,7 @@ from advlens.profiles.reductions import resolve_unit_scalar, unit_scalars
 UNIT_COLUMNS = ("unit", "rank", "value", "group_max", "group_min", "group_mean", "group_std")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LayerExport:
     """A Layer View selection ready to download.
 

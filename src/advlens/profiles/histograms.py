@@ -20,7 +20,7 @@ from advlens.profiles._arrays import ArrayLike, as_array, positive_int
 DEFAULT_BINS = 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ProfileHistograms:
     """Per-class histograms of every axis over shared bins.
 

@@ -44,7 +44,6 @@ class PlacementParams:
     learning_rate: float = 1.0
     repulsion_strength: float = 1.0
     negative_sample_rate: int = 5
-    local_connectivity: float = 1.0
     transform_seed: int = 42
 
 
@@ -67,7 +66,7 @@ def place(new: np.ndarray, reference: np.ndarray, positions: np.ndarray,
     Shape:
         new: (m, D); reference: (n, D); positions: (n,); returns (m,).
     """
-    from umap.umap_ import compute_membership_strengths, init_graph_transform, smooth_knn_dist  # noqa: PLC0415
+    from umap.umap_ import init_graph_transform  # noqa: PLC0415
 
     valid = np.isfinite(positions)
     reference = reference[valid] if not valid.all() else reference
@@ -76,13 +75,64 @@ def place(new: np.ndarray, reference: np.ndarray, positions: np.ndarray,
     if len(new) == 0:
         return np.empty(0, dtype=np.float32)
     indices, dists = _nearest(new, reference, k)
-    sigmas, rhos = smooth_knn_dist(dists, float(k), local_connectivity=max(0.0, params.local_connectivity - 1.0))
-    rows, cols, vals, _ = compute_membership_strengths(indices, dists, sigmas, rhos, bipartite=True)
-    graph = scipy.sparse.coo_matrix((vals, (rows, cols)), shape=(len(new), reference.shape[0]))
+    vals = membership_strengths(dists, smooth_knn_sigma(dists, k))
+    rows = np.repeat(np.arange(len(new), dtype=np.int32), k)
+    graph = scipy.sparse.coo_matrix((vals.reshape(-1), (rows, indices.reshape(-1))),
+                                    shape=(len(new), reference.shape[0]))
     csr = graph.tocsr()
     csr.eliminate_zeros()
     start = init_graph_transform(csr, embedding)
     return _optimise(start, embedding, graph, params)[:, 0]
+
+
+def smooth_knn_sigma(dists: np.ndarray, k: int, n_iter: int = 64) -> np.ndarray:
+    """Each row's bandwidth σ with ``Σ_{j ≥ 1} exp(−d_j / σ) = log2(k)``: umap-learn's
+    ``smooth_knn_dist`` as ``UMAP.transform`` calls it (local connectivity 0, so ρ = 0; float32 binary
+    search, the nearest neighbour left out of the sum, σ floored at 1e-3 × the mean distance), vectorised
+    over rows in NumPy: no numba compilation, and the floor uses the row's own mean (umap-learn: the
+    batch's), so that a bandwidth does not depend on the batch.
+
+    Shape: dists (m, k) sorted ascending; returns float32 (m,).
+    """
+    dists = np.asarray(dists, dtype=np.float32)
+    target = np.float32(np.log2(k))
+    lo = np.zeros(len(dists), dtype=np.float32)
+    hi = np.full(len(dists), np.inf, dtype=np.float32)
+    mid = np.ones(len(dists), dtype=np.float32)
+    active = np.ones(len(dists), dtype=bool)
+    rest = dists[:, 1:]
+    for _ in range(n_iter):
+        terms = np.where(rest > 0, np.exp(-(rest / mid[:, None])), np.float32(1.0)).astype(np.float32)
+        psum = np.zeros(len(dists), dtype=np.float32)
+        for column in range(terms.shape[1]):  # sequential float32 sum, as umap-learn's loop
+            psum += terms[:, column]
+        active &= np.abs(psum - target) >= 1e-5
+        if not active.any():
+            break
+        above = active & (psum > target)
+        below = active & ~(psum > target)
+        hi[above] = mid[above]
+        mid[above] = (lo[above] + hi[above]) / np.float32(2.0)
+        lo[below] = mid[below]
+        unbounded = below & np.isinf(hi)
+        mid[unbounded] *= np.float32(2.0)
+        bounded = below & ~np.isinf(hi)
+        mid[bounded] = (lo[bounded] + hi[bounded]) / np.float32(2.0)
+    floor = np.float32(1e-3) * dists.mean(axis=1, dtype=np.float32)
+    return np.maximum(mid, floor).astype(np.float32)
+
+
+def membership_strengths(dists: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """Fuzzy membership ``exp(−d / σ)`` of each new image to each of its neighbours (1 where d = 0 or
+    σ = 0): umap-learn's ``compute_membership_strengths`` for a bipartite graph with ρ = 0.
+
+    Shape: dists (m, k); sigmas (m,); returns float32 (m, k).
+    """
+    dists = np.asarray(dists, dtype=np.float32)
+    sigma = np.asarray(sigmas, dtype=np.float32)[:, None]
+    safe = np.where(sigma > 0, sigma, np.float32(1.0))
+    vals = np.exp(-(dists / safe)).astype(np.float32)
+    return np.where((dists <= 0) | (sigma == 0), np.float32(1.0), vals).astype(np.float32)
 
 
 def _nearest(new: np.ndarray, reference: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

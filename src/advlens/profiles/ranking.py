@@ -16,7 +16,7 @@ from advlens.profiles._arrays import ArrayLike, as_array, positive_int
 TOP_DIVERGING = 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DivergenceRanking:
     """The units that change most between two images.
 
