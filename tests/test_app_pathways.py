@@ -74,7 +74,7 @@ def test_page_opens_on_the_most_attacked_pair_with_the_picker_ordered_by_count(s
 
 
 def test_the_four_highlight_modes_choose_the_opaque_nodes(session, pair):
-    graph = session.pathway_graph(*pair, "pgd")
+    graph = session.pathway_graph(*pair, "pgd", max_images=graph_view.PAGE_MAX_IMAGES)
     opaque = {}
     for mode in ("activated", "changed", "excited", "inhibited"):
         figure = draw(session, pair, strength=3, mode=mode, top=40)[0]
@@ -92,7 +92,7 @@ def test_the_four_highlight_modes_choose_the_opaque_nodes(session, pair):
 
 
 def test_edge_widths_use_one_scale_per_layer_pair_and_the_strongest_30_percent(session, pair):
-    graph = session.pathway_graph(*pair, "pgd")
+    graph = session.pathway_graph(*pair, "pgd", max_images=graph_view.PAGE_MAX_IMAGES)
     values = np.nan_to_num(graph.influence[2 + 2])
     shown = display.display(graph, 3, "activated", 100, "all", [])
     positive = values > 0
@@ -102,7 +102,7 @@ def test_edge_widths_use_one_scale_per_layer_pair_and_the_strongest_30_percent(s
 
 
 def test_compare_mode_draws_inner_and_outer_squares_with_a_legend(session, pair):
-    graph = session.pathway_graph(*pair, "pgd")
+    graph = session.pathway_graph(*pair, "pgd", max_images=graph_view.PAGE_MAX_IMAGES)
     figure, _, legend, *_ = draw(session, pair, strength=3, mode="activated", top=40, compare="strengths", vs=2)
     for entry in ("weaker only", "stronger only", "both", "neither"):
         assert entry in texts(legend)

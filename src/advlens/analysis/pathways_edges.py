@@ -50,7 +50,7 @@ def plan_links(model: AnalysedModel, layers: Sequence[str], drawn: Sequence[np.n
 
 
 def per_image_influence(model: AnalysedModel, links: Sequence[LayerLinks], images: torch.Tensor,
-                        batch_size: int = 256) -> list[torch.Tensor]:
+                        batch_size: int = 64) -> list[torch.Tensor]:
     """Influence of every drawn source on every drawn target channel, per image and layer pair.
 
     One forward pass per batch feeds every ``kernel`` pair (the sources are captured together); each
@@ -80,7 +80,7 @@ def per_image_influence(model: AnalysedModel, links: Sequence[LayerLinks], image
 
 
 def set_influences(model: AnalysedModel, links: Sequence[LayerLinks], sets: Sequence[np.ndarray],
-                   batch_size: int = 256) -> list[list[np.ndarray]]:
+                   batch_size: int = 64) -> list[list[np.ndarray]]:
     """Median influence over each image set of every drawn source → drawn target channel, per layer pair.
 
     The sets are concatenated and run in common batches (fewer, larger passes than set by set).

@@ -40,6 +40,9 @@ from advlens.errors import AdvlensError
 from advlens.pathways import GROUPS, HIGHLIGHT_MODES
 
 CAPTION = "pathways-caption"
+PAGE_MAX_IMAGES = 64
+"""Images per set the page's influences are medians over (the analysis default is 200): the first graph of a
+pair costs about 4 s of CPU on the 200-image demo store, and grows with the images of each set."""
 LEGEND = "pathways-legend"
 GROUP_LABELS = {"original": "original only", "both": "both classes", "target": "target only",
                 "attack": "attack only", "pinned": "pinned (outside the groups)"}
@@ -151,7 +154,7 @@ def legend(compare: str, graph: PathwayGraph | None = None) -> list:
 def draw(session: Session, pair, attack, strength, mode, top, filter_, compare, vs, pinned) -> tuple:
     """(figure, caption, legend, set summary, pinned list, stronger-slider style) of one setting."""
     c = checked_controls(session, pair, attack, strength, mode, top, filter_, compare, vs, pinned)
-    graph = session.pathway_graph(c["original"], c["target"], c["attack"],
+    graph = session.pathway_graph(c["original"], c["target"], c["attack"], max_images=PAGE_MAX_IMAGES,
                                   pinned=[tuple(p) for p in c["pinned"]])
     shown = show.display(graph, c["strength"], c["mode"], c["top"], c["filter"], c["pinned"], c["compare"], c["vs"])
     pins = show.pinned_mask(graph, c["pinned"])
