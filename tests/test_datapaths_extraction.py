@@ -32,6 +32,10 @@ def test_default_gate_points_of_the_demo_model():
     assert layout.layers == ("stem", "layer1.relu", "layer1", "layer2.relu", "layer2", "layer3.relu", "layer3",
                              "layer4.relu", "layer4")
     assert layout.total == 992
+    from advlens.datapaths import default_r, evaluation_layers
+    model = load_model("fashion-resnet")
+    assert evaluation_layers(model, layout.layers) == list(layout.layers)  # widths 32 … 256 never decrease
+    assert default_r(len(layout.layers)) == 3
 
 
 def test_gates_multiply_whole_feature_maps(tiny_model, tiny_data):
@@ -134,7 +138,7 @@ def test_label_guard_against_a_plain_loop(tiny_model, tiny_data):
 def test_chain_semantics(tiny_model, tiny_data):
     """A5 (tiny net): adv's z does not depend on γ̃; γ̃ = 0 is independent extraction bit for bit;
     the mean distances src–adv and tar–adv fall as γ̃ rises."""
-    images, labels = tiny_data.images, tiny_data.labels
+    images = tiny_data.images
     adversarial, source = images[0:4], images[1:5]
     targets = images[5:17].view(4, 3, 1, 8, 8)
     options = dict(steps=100, lam=0.1)

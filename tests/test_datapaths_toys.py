@@ -145,9 +145,11 @@ LAM = 0.1
 
 @pytest.mark.parametrize("method", ["sgd", "fast"])
 def test_area_of_interest_beats_the_whole_map(method):
-    """A12 with the hand-solved optimum. The AOI values are f = m0 z0 + m1 z1 (m2 is 0 there), so
-    9(2 − z0 − z1)²/36 + (λ̃/3)Σz is minimal at z0 = z1 = 1 − λ̃/3, z2 = 0. Over the whole map
-    ‖f‖² = 9·4 + 27·4 = 144 and the optimum is z0 = z1 = 1 − 8λ̃/6·… (hand-solved below), z2 = 1 − λ̃/3·144/216."""
+    """A12 with hand-solved optima (n' = 3, so the sparsity weight per gate is λ̃/3; ReLU(t) > 0 where it matters,
+    so f is linear in z). AOI: f = m0 z0 + m1 z1 at 9 cells (m2 = 0 there), ‖f‖² = 36, minimise
+    9(2 − z0 − z1)²/36 + (λ̃/3)Σz → z0 = z1 = 1 − (λ̃/3)·36/18/2, z2 = 0. Whole map: ‖f‖² = 9·4 + 27·4 = 144,
+    minimise [9(2 − z0 − z1)² + 27·4(1 − z2)²]/144 + (λ̃/3)Σz → z0 = z1 = 1 − (λ̃/3)·144/18/2,
+    z2 = 1 − (λ̃/3)·144/216: m2 first."""
     model = aoi_model()
     image, aoi = aoi_image(outside=2.0)
     # whole map: d/dz0 [9(2 − z0 − z1)² + 27·4(1 − z2)²]/144 + λ̃/3 = 0
