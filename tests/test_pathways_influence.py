@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from advlens.errors import ModelError
 from advlens.models import AnalysedModel

@@ -35,8 +35,10 @@ def kernel_influence(source: torch.Tensor, conv: nn.Conv2d, targets: Sequence[in
                      max_elements: int = DEFAULT_ELEMENTS) -> torch.Tensor:
     """Per image, the spatial max of each source channel convolved with each kernel slice.
 
-    Every connected (target j, source i) pair becomes one channel of a single depthwise (grouped)
-    convolution call per chunk of images; pairs a grouped convolution does not connect get 0.
+    Batched: each chunk of images is one grouped ``conv2d`` call — for a dense convolution each source
+    channel convolved with its kernel slices toward all targets (groups = sources); for a grouped
+    convolution only the connected pairs (one depthwise channel each). Pairs a grouped convolution does
+    not connect get 0.
 
     Args:
         source: the activations the convolution reads (its input layer's output).
@@ -61,34 +63,58 @@ def kernel_influence(source: torch.Tensor, conv: nn.Conv2d, targets: Sequence[in
     outs = _channels(targets, conv.out_channels, "targets")
     ins = _channels(source_channels, conv.in_channels, "source_channels")
     weight = conv.weight.detach().to(source.device, source.dtype)
+    inputs, padding = source.detach(), conv.padding
+    if conv.padding_mode != "zeros":  # as nn.Conv2d._conv_forward does
+        inputs = F.pad(inputs, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+        padding = 0
+    result = source.new_zeros((source.shape[0], len(outs), len(ins)))
+    if source.shape[0] == 0:
+        return result
+    positions = max(1, _output_positions(inputs.shape[-2:], conv, padding))
+    with torch.no_grad():
+        if conv.groups == 1:
+            _by_source(inputs, weight, outs, ins, conv, padding, positions, max_elements, result)
+        else:
+            _by_pair(inputs, weight, outs, ins, conv, padding, positions, max_elements, result)
+    return result
+
+
+def _by_source(inputs: torch.Tensor, weight: torch.Tensor, outs: torch.Tensor, ins: torch.Tensor, conv: nn.Conv2d,
+               padding, positions: int, max_elements: int, result: torch.Tensor) -> None:
+    """Dense convolution: each source channel convolved with its T kernel slices, one grouped call
+    (groups = sources) per chunk of sources and images. Fills ``result`` (N, T, S)."""
+    targets = len(outs)
+    source_step = max(1, min(len(ins), max_elements // (targets * positions)))
+    for s0 in range(0, len(ins), source_step):
+        chunk = ins[s0:s0 + source_step]
+        slices = weight[outs][:, chunk].transpose(0, 1).reshape(len(chunk) * targets, 1, *weight.shape[2:])
+        image_step = max(1, max_elements // (len(chunk) * targets * positions))
+        for n0 in range(0, inputs.shape[0], image_step):
+            x = inputs[n0:n0 + image_step].index_select(1, chunk.to(inputs.device))  # (n, S', H, W)
+            y = F.conv2d(x, slices, None, conv.stride, padding, conv.dilation, groups=len(chunk))
+            peaks = y.amax(dim=(2, 3)).view(len(x), len(chunk), targets)
+            result[n0:n0 + len(x), :, s0:s0 + len(chunk)] = peaks.transpose(1, 2)
+
+
+def _by_pair(inputs: torch.Tensor, weight: torch.Tensor, outs: torch.Tensor, ins: torch.Tensor, conv: nn.Conv2d,
+             padding, positions: int, max_elements: int, result: torch.Tensor) -> None:
+    """Grouped convolution: only the connected (target, source) pairs, one depthwise call per chunk of
+    pairs and images (the source map repeated per pair). Unconnected pairs stay 0 in ``result``."""
     per_in, per_out = conv.in_channels // conv.groups, conv.out_channels // conv.groups
-    # connected pairs (t, s) of the requested targets × sources: same group of the grouped convolution
     t_grid, s_grid = torch.meshgrid(torch.arange(len(outs)), torch.arange(len(ins)), indexing="ij")
     t_grid, s_grid = t_grid.reshape(-1), s_grid.reshape(-1)
     connected = (outs[t_grid] // per_out) == (ins[s_grid] // per_in)
     t_grid, s_grid = t_grid[connected], s_grid[connected]
-    result = source.new_zeros((source.shape[0], len(outs), len(ins)))
-    if t_grid.numel() == 0 or source.shape[0] == 0:
-        return result
     slices = weight[outs[t_grid], ins[s_grid] % per_in].unsqueeze(1)  # (P, 1, kh, kw)
-    inputs = source.detach()
-    padding = conv.padding
-    if conv.padding_mode != "zeros":  # as nn.Conv2d._conv_forward does
-        inputs = F.pad(inputs, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-        padding = 0
-    positions = _output_positions(inputs.shape[-2:], conv, padding)
-    pairs = slices.shape[0]
-    pair_step = max(1, min(pairs, max_elements // max(1, positions)))
-    image_step = max(1, max_elements // max(1, pair_step * positions))
-    with torch.no_grad():
-        for p0 in range(0, pairs, pair_step):
-            chunk = slice(p0, p0 + pair_step)
-            sources = ins[s_grid[chunk]].to(source.device)
-            for n0 in range(0, source.shape[0], image_step):
-                x = inputs[n0:n0 + image_step].index_select(1, sources)  # (n, P, H, W): one map per pair
-                y = F.conv2d(x, slices[chunk], None, conv.stride, padding, conv.dilation, groups=x.shape[1])
-                result[n0:n0 + image_step, t_grid[chunk], s_grid[chunk]] = y.amax(dim=(2, 3))
-    return result
+    pair_step = max(1, min(len(slices), max_elements // positions))
+    for p0 in range(0, len(slices), pair_step):
+        chunk = slice(p0, p0 + pair_step)
+        sources = ins[s_grid[chunk]].to(inputs.device)
+        image_step = max(1, max_elements // (len(sources) * positions))
+        for n0 in range(0, inputs.shape[0], image_step):
+            x = inputs[n0:n0 + image_step].index_select(1, sources)  # (n, P', H, W): one map per pair
+            y = F.conv2d(x, slices[chunk], None, conv.stride, padding, conv.dilation, groups=len(sources))
+            result[n0:n0 + len(x), t_grid[chunk], s_grid[chunk]] = y.amax(dim=(2, 3))
 
 
 def _output_positions(size: torch.Size, conv: nn.Conv2d, padding) -> int:
