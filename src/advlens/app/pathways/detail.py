@@ -105,14 +105,19 @@ def details(session: Session, focus, pair, attack, strength) -> list:
     detail = session.pathway_neuron_detail(layer, channel, original, target, attack)
     names = session.class_names
     head = [html.H3(f"{layer} · channel {channel}")]
+    channels = int(session.sweep_info().channels[session.check_pathway_layer(layer)])
+
+    def rank(percentile: float) -> str:  # rank percentile r/C (1 = most important) as "rank k of C"
+        return f"rank {round(channels * (1 - percentile)) + 1} of {channels}" if np.isfinite(percentile) else "no rank"
+
     facts = [html.Li(f"importance (median of the maximal activation): {names[original]} "
-                     f"{common.fmt(detail.original_importance)} (top {100 * (1 - detail.original_percentile):.0f}% of "
-                     f"the layer), {names[target]} {common.fmt(detail.target_importance)} (top "
-                     f"{100 * (1 - detail.target_percentile):.0f}%)")]
+                     f"{common.fmt(detail.original_importance)} ({rank(detail.original_percentile)} in the layer), "
+                     f"{names[target]} {common.fmt(detail.target_importance)} ({rank(detail.target_percentile)})")]
     if strength and np.isfinite(detail.attacked[strength - 1]):
         value = detail.attacked[strength - 1]
-        facts.append(html.Li(f"attacked at {detail.eps[strength - 1] * 255:g}/255: {common.fmt(float(value))}, "
-                             f"excitation {value - detail.original_importance:+.3g}"))
+        facts.append(html.Li(f"attacked at {detail.eps[strength - 1] * 255:g}/255: {common.fmt(float(value))} "
+                             f"({rank(detail.attacked_percentile[strength - 1])}), excitation "
+                             f"{value - detail.original_importance:+.3g}"))
     if detail.visualization is not None:
         index = session.features.layers().index(layer)
         picture = html.Img(src=feature_url(index, channel, "large"), className="pw-detail-vis",

@@ -19,15 +19,20 @@ from advlens.app.images import hex_rgb
 from advlens.app.pathways.display import GraphDisplay
 from advlens.pathways import GROUP_COLORS, GROUPS
 
-PITCH = 36
+PITCH = 32
 """Pixels per node slot."""
 WRAP = 10
-"""Nodes per row of a group before it wraps."""
-GROUP_GAP = 1.6
-BAND_GAP = 1.35
+"""Most nodes per row of a group; fewer when the groups would not fit in :data:`MAX_SLOTS` (then they wrap)."""
+MIN_WRAP = 4
+MAX_SLOTS = 28.0
+"""Width of the graph in slots it keeps to by wrapping groups (≈ 1000 px: the panel beside the sidebar and detail)."""
+GROUP_GAP = 1.2
+ROW = 1.3
+"""Height of a wrapped row of nodes, in slots (room for the channel labels)."""
+BAND_GAP = 1.15
 NODE = 0.8
 """Node square side, in slots."""
-MAX_EDGES_PER_LAYER = 300
+MAX_EDGES_PER_LAYER = 120
 """The strongest edges of a pair of layers that are drawn (the rest are thinner than the drawn ones)."""
 MARGIN = {"l": 92, "r": 12, "t": 34, "b": 8}
 PINNED_COLOR = "#6f6f6f"
@@ -64,23 +69,28 @@ def place(graph: PathwayGraph) -> Placement:
     counts = np.zeros((len(graph.layers), len(groups)), dtype=int)
     for layer, group in zip(graph.node_layer.tolist(), graph.node_group.tolist()):
         counts[layer, groups.index(group)] += 1
-    block = np.maximum(1, np.minimum(counts.max(0, initial=0), WRAP))
+    wrap = WRAP
+    while wrap > MIN_WRAP and (np.maximum(1, np.minimum(counts.max(0, initial=0), wrap)).sum() +
+                               GROUP_GAP * (len(groups) - 1)) > MAX_SLOTS:
+        wrap -= 1
+    block = np.maximum(1, np.minimum(counts.max(0, initial=0), wrap))
     starts = np.concatenate([[0.0], np.cumsum(block + GROUP_GAP)[:-1]])
-    subrows = np.maximum(1, np.ceil(counts / WRAP).max(1)).astype(int)
-    band_base = np.concatenate([[0.0], np.cumsum(subrows + BAND_GAP)[:-1]])
+    subrows = np.maximum(1, np.ceil(counts / wrap).max(1)).astype(int)
+    heights = 1 + (subrows - 1) * ROW
+    band_base = np.concatenate([[0.0], np.cumsum(heights + BAND_GAP)[:-1]])
     x, y = np.zeros(graph.num_nodes), np.zeros(graph.num_nodes)
     seen: dict[tuple[int, int], int] = {}
     for node, (layer, group) in enumerate(zip(graph.node_layer.tolist(), graph.node_group.tolist())):
         gi = groups.index(group)
         i = seen.get((layer, gi), 0)
         seen[(layer, gi)] = i + 1
-        row_count = min(WRAP, counts[layer, gi] - (i // WRAP) * WRAP)
-        x[node] = starts[gi] + (block[gi] - row_count) / 2 + (i % WRAP) + 0.5
-        y[node] = band_base[layer] + BAND_GAP + subrows[layer] - (i // WRAP) - 0.5
-    band_y = band_base + BAND_GAP + subrows / 2
+        row_count = min(wrap, counts[layer, gi] - (i // wrap) * wrap)
+        x[node] = starts[gi] + (block[gi] - row_count) / 2 + (i % wrap) + 0.5
+        y[node] = band_base[layer] + BAND_GAP + heights[layer] - (i // wrap) * ROW - 0.5
+    band_y = band_base + BAND_GAP + heights / 2
     group_x = {g: (float(starts[i]), float(starts[i] + block[i])) for i, g in enumerate(groups)}
-    return Placement(x, y, band_y, group_x, float(starts[-1] + block[-1]), float(band_base[-1] + BAND_GAP +
-                                                                                subrows[-1]))
+    return Placement(x, y, band_y, group_x, float(starts[-1] + block[-1]),
+                     float(band_base[-1] + BAND_GAP + heights[-1]))
 
 
 def _bezier(x0: float, y0: float, x1: float, y1: float) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +128,7 @@ def edge_traces(graph: PathwayGraph, placed: Placement, shown: GraphDisplay) -> 
     traces = []
     for (color, width, strong), (bx, by) in sorted(buckets.items(), key=lambda item: item[0][2]):
         traces.append({"type": "scatter", "mode": "lines", "x": typed_array(bx), "y": typed_array(by),
-                       "line": {"color": color, "width": width}, "opacity": 0.8 if strong else 0.16,
+                       "line": {"color": color, "width": width}, "opacity": 0.7 if strong else 0.12,
                        "hoverinfo": "skip", "showlegend": False, "connectgaps": False})
     return traces
 
