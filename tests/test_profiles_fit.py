@@ -13,6 +13,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from advlens.profiles import ActivationProfiles, place
+from advlens.profiles._arrays import euclidean
 from advlens.profiles.placement import membership_strengths, smooth_knn_sigma
 
 pytestmark = pytest.mark.slow
@@ -103,11 +104,11 @@ def test_placement_matches_umap_learns_transform_for_one_image(fitted):
         spread = np.ptp(profiles.embeddings_[:, axis])
         for row in rng.choice(420, 5, replace=False):
             image = (layers[axis][row:row + 1] + rng.normal(0, 0.2, (1, 10))).astype(np.float32)
-            peer = mapper.transform(image)[0, 0]
+            peer = mapper.transform(euclidean(image, layers[axis]).astype(np.float32))[0, 0]  # precomputed fit
             mine = place(image, layers[axis], profiles.embeddings_[:, axis], profiles.placement_params)[0]
             differences.append(abs(peer - mine) / spread)
-    # umap-learn sums distances in float32, this module in float64: the last bits of a bandwidth differ,
-    # and the stochastic descent can end elsewhere inside the same neighbourhood
+    # the bandwidths' float32 sums run in another order: where a last bit differs, the stochastic descent
+    # can end elsewhere inside the same neighbourhood
     assert np.median(differences) <= 0.01 and max(differences) <= 0.05, differences
 
 
@@ -123,3 +124,15 @@ def test_bandwidths_and_strengths_match_umap_learns_numba_code():
         _, _, vals, _ = compute_membership_strengths(np.arange(15)[None].astype(np.int32), dists, sigma, rho,
                                                      bipartite=True)
         np.testing.assert_allclose(membership_strengths(dists, sigma)[0], vals, rtol=1e-6)
+
+
+def test_a_single_layer_gets_a_plain_umap_axis_that_separates_its_clusters():
+    layers, labels, _ = _stack(seed=1)
+    steps = []
+    profiles = ActivationProfiles(random_state=0).fit(layers[:1], progress=lambda *step: steps.append(step[:2]))
+    assert profiles.embeddings_.shape == (420, 1) and profiles.aligned_umap_ is None
+    assert steps == [(1, 2), (2, 2)]
+    column = profiles.embeddings_[:, 0]
+    medians = np.array([np.median(column[labels == c]) for c in range(6)])
+    nearest = np.argmin(np.abs(column[:, None] - medians[None, :]), axis=1)
+    assert np.mean(nearest == labels) >= 0.9

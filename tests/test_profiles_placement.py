@@ -127,3 +127,13 @@ def test_bandwidth_solves_umaps_equation_and_ignores_other_rows():
     assert smooth_knn_sigma(np.concatenate([tiny, huge]), k)[0] == smooth_knn_sigma(tiny, k)[0]
     strengths = membership_strengths(np.array([[0.0, 1.0, 2.0]], np.float32), np.array([2.0], np.float32))
     np.testing.assert_allclose(strengths, [[1.0, np.exp(-0.5), np.exp(-1.0)]], rtol=1e-6)
+
+
+def test_blocked_distances_match_scipy():
+    from scipy.spatial.distance import cdist
+
+    from advlens.profiles._arrays import euclidean
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(37, 9)).astype(np.float32), rng.normal(size=(70, 9)).astype(np.float32)
+    np.testing.assert_allclose(euclidean(a, b, block=16), cdist(a.astype(float), b.astype(float)), atol=1e-9)

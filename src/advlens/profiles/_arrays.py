@@ -81,16 +81,24 @@ def real(value: Any, what: str, low: float = -np.inf, high: float = np.inf) -> f
 
 
 def euclidean(a: np.ndarray, b: np.ndarray, block: int = 1024) -> np.ndarray:
-    """Euclidean distances between the rows of ``a`` and of ``b``, computed in float64 (``b`` is
-    converted ``block`` rows at a time, so a float32 background is never copied whole).
+    """Euclidean distances between the rows of ``a`` and of ``b``, computed in float64 by BLAS
+    (``|x|² + |y|² − 2 x·y``), ``block`` rows of each side at a time so that a float32 background is
+    never copied whole.
 
-    Shape: a (m, D); b (n, D); returns (m, n).
+    Shape: a (m, D); b (n, D); returns float64 (m, n).
     """
-    x = np.asarray(a, dtype=np.float64)
-    x_norms = (x * x).sum(axis=1)[:, None]
-    out = np.empty((x.shape[0], len(b)))
-    for start in range(0, len(b), block):
-        y = np.asarray(b[start:start + block], dtype=np.float64)
-        squared = x_norms + (y * y).sum(axis=1)[None, :] - 2.0 * (x @ y.T)
-        out[:, start:start + len(y)] = np.sqrt(np.maximum(squared, 0.0))
+    out = np.empty((len(a), len(b)))
+    b_norms = np.concatenate([_squared_norms(b[s:s + block]) for s in range(0, len(b), block)]) if len(b) else []
+    for i in range(0, len(a), block):
+        x = np.asarray(a[i:i + block], dtype=np.float64)
+        x_norms = (x * x).sum(axis=1)[:, None]
+        for j in range(0, len(b), block):
+            y = np.asarray(b[j:j + block], dtype=np.float64)
+            squared = x_norms + b_norms[None, j:j + len(y)] - 2.0 * (x @ y.T)
+            out[i:i + len(x), j:j + len(y)] = np.sqrt(np.maximum(squared, 0.0))
     return out
+
+
+def _squared_norms(rows: np.ndarray) -> np.ndarray:
+    x = np.asarray(rows, dtype=np.float64)
+    return (x * x).sum(axis=1)

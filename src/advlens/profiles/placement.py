@@ -149,26 +149,33 @@ def _nearest(new: np.ndarray, reference: np.ndarray, k: int) -> tuple[np.ndarray
     return indices, dists
 
 
-def _optimise(start: np.ndarray, embedding: np.ndarray, graph: scipy.sparse.coo_matrix,
+def _optimise(initial: np.ndarray, embedding: np.ndarray, graph: scipy.sparse.coo_matrix,
               params: PlacementParams) -> np.ndarray:
-    """UMAP's transform SGD with the reference fixed, each image's edge weights scaled by its own
-    largest one (so a position does not depend on the other images of the batch)."""
+    """UMAP's transform SGD with the reference fixed; each image's edges are thresholded and scheduled
+    against its own largest weight, in float32 as umap-learn does for a batch of one (so a position does
+    not depend on the other images of the batch). Shape: graph (m, n) COO in row order."""
     from umap.layouts import optimize_layout_euclidean  # noqa: PLC0415
     from umap.umap_ import INT32_MAX, INT32_MIN, find_ab_params, make_epochs_per_sample  # noqa: PLC0415
 
     n_epochs = max(1, int(params.n_epochs // 3))
-    data = graph.data.astype(np.float64)
-    row_max = np.zeros(graph.shape[0])
-    np.maximum.at(row_max, graph.row, data)
-    data = np.divide(data, row_max[graph.row], out=np.zeros_like(data), where=row_max[graph.row] > 0)
-    keep = data >= 1.0 / n_epochs
-    head, tail, weight = graph.row[keep], graph.col[keep], data[keep]
-    if weight.size == 0:
-        return start
+    data = graph.data.astype(np.float32)
+    heads, tails, schedule = [], [], []
+    bounds = np.flatnonzero(np.diff(graph.row, prepend=-1, append=graph.shape[0] + 1))
+    for start, end in zip(bounds[:-1], bounds[1:]):  # each image as UMAP.transform treats a batch of one
+        weight = data[start:end]
+        keep = ~(weight < weight.max() / float(n_epochs))
+        if weight.max() <= 0 or not keep.any():
+            continue
+        heads.append(graph.row[start:end][keep])
+        tails.append(graph.col[start:end][keep])
+        schedule.append(make_epochs_per_sample(weight[keep], n_epochs))
+    if not heads:
+        return initial
+    head, tail, epochs_per_sample = np.concatenate(heads), np.concatenate(tails), np.concatenate(schedule)
     a, b = find_ab_params(params.spread, params.min_dist)
     rng_state = np.random.RandomState(params.transform_seed).randint(INT32_MIN, INT32_MAX, 3).astype(np.int64)
     return optimize_layout_euclidean(
-        np.ascontiguousarray(start, dtype=np.float32), embedding.copy(), head.astype(np.int32),
-        tail.astype(np.int32), n_epochs, graph.shape[1], make_epochs_per_sample(weight, n_epochs), a, b,
+        np.ascontiguousarray(initial, dtype=np.float32), embedding.copy(), head.astype(np.int32),
+        tail.astype(np.int32), n_epochs, graph.shape[1], epochs_per_sample, a, b,
         rng_state, params.repulsion_strength, params.learning_rate / 4.0, params.negative_sample_rate,
         parallel=False)
