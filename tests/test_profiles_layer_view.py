@@ -210,3 +210,35 @@ def test_export_round_trips_the_reduced_data_and_unit_statistics(outputs):
 def test_export_refuses_a_group_of_another_shape(outputs):
     with pytest.raises(ConfigError, match="do not match the reduced data"):
         layer_export("x", "mean", outputs[0], outputs[:, :4])
+
+
+# ------------------------------------------------------------------------------- Fig. 7 / Fig. 9b charts
+
+def test_class_change_compares_the_pairs_change_with_the_class_means():
+    from advlens.profiles import class_change
+
+    rng = np.random.default_rng(8)
+    control, adversarial = np.abs(rng.normal(size=(8, 2, 2))), np.abs(rng.normal(size=(8, 2, 2)))
+    true_class, adv_class = np.abs(rng.normal(size=(5, 8, 2, 2))), np.abs(rng.normal(size=(6, 8, 2, 2)))
+    adversarial[3] += 5.0
+    adv_class[:, 3] += 5.0  # unit 3: the attack moves it the way the adversarial class differs
+    chart = class_change(control, adversarial, true_class, adv_class)
+    assert chart.unit_scalar == "max"
+    pair = [adversarial[k].max() - control[k].max() for k in range(8)]
+    between = [np.mean([img[k].max() for img in adv_class]) - np.mean([img[k].max() for img in true_class])
+               for k in range(8)]
+    np.testing.assert_allclose(chart.pair, pair)
+    np.testing.assert_allclose(chart.between_classes, between)
+    expected = [abs(pair[k]) > np.percentile(np.abs(pair), 75) and abs(between[k]) > np.percentile(np.abs(between), 75)
+                and np.sign(pair[k]) == np.sign(between[k]) for k in range(8)]
+    assert chart.matching.tolist() == expected and chart.matching[3]
+
+
+def test_diverging_strength_gives_each_images_abs_sum_on_the_top_units(outputs):
+    from advlens.profiles import diverging_strength
+
+    chart = diverging_strength(outputs[0], outputs[1], top=2)
+    scores = [np.abs(outputs[0][k] - outputs[1][k]).sum() for k in range(5)]
+    assert chart.units.tolist() == np.argsort(scores)[::-1][:2].tolist()
+    np.testing.assert_allclose(chart.a, [np.abs(outputs[0][k]).sum() for k in chart.units], rtol=1e-6)
+    np.testing.assert_allclose(chart.b, [np.abs(outputs[1][k]).sum() for k in chart.units], rtol=1e-6)

@@ -8,6 +8,7 @@ imports Dash.
 """
 
 from advlens.profiles.aligned import RECOMMENDED_BACKGROUND, ActivationProfiles
+from advlens.profiles.charts import ClassChange, DivergingStrength, class_change, diverging_strength
 from advlens.profiles.bundling import DEFAULT_BUNDLING, BundledLines, bundle
 from advlens.profiles.colour import SIGNED_COLORSCALE, symmetric_range
 from advlens.profiles.connections import TOP_CONNECTIONS, Connection, Connections, strongest_connections
@@ -45,7 +46,7 @@ from advlens.profiles.reductions import (
 __all__ = [
     "DEFAULT_BINS", "DEFAULT_BUNDLING", "DEFAULT_THRESHOLD", "PROFILE_PRESETS", "RECOMMENDED_BACKGROUND",
     "REDUCTIONS", "SIGNED_COLORSCALE", "TOP_CONNECTIONS", "TOP_DIVERGING", "UNIT_COLUMNS", "UNIT_SCALARS",
-    "ActivationProfiles", "BundledLines", "Connection", "Connections", "Divergence", "DivergenceRanking",
+    "ActivationProfiles", "BundledLines", "ClassChange", "DivergingStrength", "class_change", "diverging_strength", "Connection", "Connections", "Divergence", "DivergenceRanking",
     "LayerExport", "PlacementParams", "ProfileHistograms", "axis_scales", "block_layers", "bundle",
     "default_profile_layers", "divergence_ranking", "divergence_scores", "diverging_point", "fingerprints",
     "histograms", "layer_export", "median_pairwise_distance", "nearest_class_by_median", "place",
