@@ -217,3 +217,24 @@ def test_a_store_without_sweep_names_the_command(tmp_path_factory):
     assert not session.has_sweep()
     with pytest.raises(StoreError, match="--stages sweep"):
         session.pathway_graph(0, 1)
+
+
+def test_targeted_graph_reads_the_stored_targeted_sweep(store_and_model, session):
+    """Bluff's own setting: the attacked sets come from the class pair's targeted sweep (hand medians of its
+    arrays); without one stored the error names the command that computes it."""
+    from advlens.pipeline.stages_pathways import targeted_sweep
+
+    path, model = store_and_model
+    with pytest.raises(StoreError, match="--targeted"):
+        session.pathway_graph(2, 0, targeted=True)
+    result, _ = targeted_sweep(open_store(path), model, 2, 0)
+    graph = session.pathway_graph(2, 0, targeted=True, k_benign=K_BENIGN, k_attack=K_ATTACK)
+    assert graph.targeted
+    arrays = result.arrays
+    for s in range(arrays["adv_pred"].shape[1]):
+        hit = arrays["adv_pred"][0, s] == 0
+        assert graph.counts()[s] == hit.sum()
+        nodes = graph.nodes_of(1)
+        if hit.any():
+            expected = np.median(arrays["adv_max_L01"][0, s][hit], axis=0)[graph.node_channel[nodes]]
+            np.testing.assert_allclose(graph.attacked()[s, nodes], expected, rtol=1e-6)

@@ -222,5 +222,6 @@ def pathway_figure(graph: PathwayGraph, shown: GraphDisplay, urls: list[str | No
         "images": [] if compare else node_images(graph, placed, shown, urls),
         "annotations": annotations,
     }
-    data = edge_traces(graph, placed, shown) + node_trace(graph, placed, shown, hover, pinned, filled=False)
+    plain = not compare and all(url is None for url in urls)  # no feature visualisations: coloured squares
+    data = edge_traces(graph, placed, shown) + node_trace(graph, placed, shown, hover, pinned, filled=plain)
     return figure(data, layout)
