@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from advlens.attacks import FGSM, PGD
 from advlens.cli import main
 from advlens.pipeline import PrepareConfig, prepare, stages_pathways
+from advlens.models import AnalysedModel
 from advlens.pipeline.stages_pathways import TARGETED_KIND, sample_true_positives, targeted_key
+from advlens.pipeline.sweep import attack_strengths, fold_batch_norms, gradient_model
 from advlens.store import open_store
 
 from conftest import tiny_dataset, trained_tiny_model, write_npz_dataset
@@ -184,6 +187,61 @@ def test_the_recorded_command_reproduces_the_sweep_settings():
     assert args.sweep_per_class == PER_CLASS and args.sweep_steps == STEPS
 
 
+class _Residual(nn.Module):
+    """conv → BN → ReLU → conv → BN, plus a shortcut, then ReLU; a head: pool → linear (3 classes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.shortcut = nn.Conv2d(1, 4, 1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return self.head(torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x)))
+
+
+def _residual_model() -> AnalysedModel:
+    torch.manual_seed(5)
+    net = _Residual()
+    for bn in (net.bn1, net.bn2):  # running statistics and affine parameters far from the identity
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.3, 0.3)
+    return AnalysedModel(net, mean=(0.5,), std=(0.25,), input_shape=(1, 8, 8), class_names=("a", "b", "c"),
+                         spec="tests:residual").eval()
+
+
+def test_folded_batch_norms_compute_the_same_function_and_leave_the_model_alone():
+    model = _residual_model()
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    folded = fold_batch_norms(model.net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules()), "both batch norms are folded"
+    images = tiny_dataset(16).images
+    with torch.no_grad():
+        np.testing.assert_allclose(folded(model.normalize(images)).numpy(), model(images).numpy(), atol=1e-5)
+        pixels = gradient_model(model)
+        np.testing.assert_allclose(pixels(images).numpy(), model(images).numpy(), atol=1e-5)
+    assert not any(p.requires_grad for p in pixels.parameters())
+    after = model.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and all(p.requires_grad for p in model.parameters())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.net.modules()) == 2 and not model.training
+
+
+def test_the_sweep_on_a_batch_norm_network_equals_the_attack_classes():
+    model = _residual_model()
+    data = tiny_dataset(12)
+    images, labels = data.images, data.labels
+    result = attack_strengths(model, images, labels, ["bn1", "bn2"], [0.05, 0.2], "pgd", 3, 0.25)
+    for e, eps in enumerate([0.05, 0.2]):
+        adversarial = PGD(model, eps, eps / 4, 3)(images, labels)
+        np.testing.assert_array_equal(result["delta"][e], (adversarial - images).half().numpy())
+        with torch.no_grad():
+            np.testing.assert_array_equal(result["pred"][e], model(adversarial).argmax(1).numpy())
+
+
 # ---------------------------------------------------------------------- the command line
 
 @pytest.fixture(scope="module")
@@ -270,8 +328,25 @@ def test_the_targeted_sweep_hits_the_target_more_often_and_is_kept(user_model, c
     np.testing.assert_allclose(found.arrays["adv_prob_true"][0, 1], probs[:, 0].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(found.arrays["adv_max_L01"][0, 1], _plain_maxima(trained, adversarial, "3"),
                                rtol=1e-5, atol=1e-6)
+    assert "pathway graph 0 'a' → 1 'b' (pgd, targeted sweep)" in out
     code = main(["pathways", str(root), "--original", "0", "--target", "B", "--targeted", "--trust-store-code"])
     assert code == 0 and "read from the store" in capsys.readouterr().out
+
+
+def test_without_targeted_the_command_builds_and_keeps_the_pairs_graph(user_model, cli_store, tmp_path, capsys):
+    from advlens.analysis import Session
+
+    trained, _, _ = user_model
+    root = tmp_path / "copy"
+    shutil.copytree(cli_store, root)
+    code = main(["pathways", str(root), "--original", "c", "--target", "a", "--attack", "fgsm",
+                 "--trust-store-code"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert not out.startswith("targeted sweep") and not (root / "derived" / TARGETED_KIND).exists()
+    graph = Session(root, model=trained).pathway_graph(2, 0, attack="fgsm")  # read back from the store
+    assert f"pathway graph 2 'c' → 0 'a' (fgsm, untargeted sweep): {graph.num_nodes} neurons in 2 layers" in out
+    assert f"{graph.num_edges} edges" in out and len(list((root / "derived" / "pathway-graph").glob("*.npz"))) == 1
 
 
 @pytest.mark.parametrize("original, target, message", [
@@ -282,6 +357,17 @@ def test_the_targeted_sweep_hits_the_target_more_often_and_is_kept(user_model, c
 ])
 def test_bad_classes_exit_2_naming_the_classes(cli_store, capsys, original, target, message):
     code = main(["pathways", str(cli_store), "--original", original, "--target", target, "--targeted"])
+    assert code == 2 and message in _one_line(capsys.readouterr().err)
+    assert not (cli_store / "derived").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--attack", "cw"], "--attack 'cw' is not in the store's sweep; use one of pgd, fgsm"),
+    (["--max-images", "0"], "--max-images must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_bad_pathways_options_exit_2(cli_store, capsys, extra, message):
+    code = main(["pathways", str(cli_store), "--original", "0", "--target", "1", *extra])
     assert code == 2 and message in _one_line(capsys.readouterr().err)
     assert not (cli_store / "derived").exists()
 

@@ -10,6 +10,8 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
+
 from advlens.errors import AdvlensError
 from advlens.store.manifest import CORE_STAGES, STAGES
 
@@ -260,15 +262,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _add_pathways(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("pathways", help="a class pair's activation pathways: its targeted sweep (Bluff's "
-                                             "setting) on demand, kept in the store",
+    p = commands.add_parser("pathways", help="a class pair's activation pathways (its pathway graph, and with "
+                                             "--targeted first its targeted sweep), computed once and kept in the "
+                                             "store",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("store", help="analysis store folder with the sweep stage")
     p.add_argument("--original", required=True, metavar="C", help="the original class: an id or a class name")
     p.add_argument("--target", required=True, metavar="C", help="the target class: an id or a class name")
     p.add_argument("--targeted", action="store_true",
-                   help="attack the sweep's sampled images of the original class toward the target (targeted PGD "
-                        "and FGSM at the sweep's strengths) and keep the result in the store")
+                   help="Bluff's setting: attack the sweep's sampled images of the original class toward the target "
+                        "(targeted PGD and FGSM at the sweep's strengths), keep it in the store, and build the "
+                        "graph from it (default: from the store's untargeted sweep)")
+    p.add_argument("--attack", default="pgd", help="the sweep's attack whose pathways the graph shows (pgd or fgsm)")
+    p.add_argument("--max-images", type=int, default=200, help="images per set the edge influences are medians over")
     p.add_argument("--recompute", action="store_true", help="compute the targeted sweep again even if it is stored")
     p.add_argument("--batch-size", type=int, default=128, help="rows (images × strengths) per forward pass")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -289,7 +295,7 @@ def parse_class(value: str, names: list[str], what: str) -> int:
 
 
 def _pathways(args: argparse.Namespace) -> int:
-    from advlens.analysis.core import SessionCore
+    from advlens.analysis import Session
     from advlens.pipeline.config import check_device
     from advlens.pipeline.stages_pathways import targeted_sweep
     from advlens.store import open_store
@@ -301,25 +307,33 @@ def _pathways(args: argparse.Namespace) -> int:
     if original == target:
         raise AdvlensError(f"--original and --target are both class {original} {names[original]!r}; a pathway "
                            "needs two different classes")
-    if args.batch_size < 1:
-        raise AdvlensError(f"--batch-size must be at least 1, got {args.batch_size}")
+    for flag, value in (("--batch-size", args.batch_size), ("--max-images", args.max_images)):
+        if value < 1:
+            raise AdvlensError(f"{flag} must be at least 1, got {value}")
     if not store.has_stage("sweep"):
         raise AdvlensError(f"the store at {args.store} has no sweep stage; add it with "
                            f"`{store.add_stages_command('sweep')}`")
-    if not args.targeted:
-        raise AdvlensError("building a class pair's pathway graph from the command line is not available yet "
-                           "(it needs advlens.analysis.pathways); --targeted computes the pair's targeted sweep")
-    device = check_device(args.device)
-    model = SessionCore(store, device=device, trust_store_code=args.trust_store_code).model
-    strengths = len(store.group("sweep").attrs["eps"])
-    result, computed = targeted_sweep(store, model, original, target, chunk=max(1, args.batch_size // strengths),
-                                      recompute=args.recompute)
-    attrs = result.attrs
-    print(f"targeted sweep {original} {names[original]!r} → {target} {names[target]!r}: {attrs['images']} images, "
-          f"{'computed now' if computed else 'read from the store'}")
-    for attack, rates in attrs["target_rate"].items():
-        cells = ", ".join(f"{eps * 255:g}/255: {rate:.0%}" for eps, rate in zip(attrs["eps"], rates))
-        print(f"  {attack}: predicted as the target at ε {cells}")
+    attacks = store.group("sweep").attrs["attacks"]
+    if args.attack not in attacks:
+        raise AdvlensError(f"--attack {args.attack!r} is not in the store's sweep; use one of {', '.join(attacks)}")
+    session = Session(store, device=check_device(args.device), trust_store_code=args.trust_store_code)
+    pair = f"{original} {names[original]!r} → {target} {names[target]!r}"
+    if args.targeted:
+        strengths = len(store.group("sweep").attrs["eps"])
+        result, computed = targeted_sweep(store, session.model, original, target,
+                                          chunk=max(1, args.batch_size // strengths), recompute=args.recompute)
+        attrs = result.attrs
+        print(f"targeted sweep {pair}: {attrs['images']} images, {'computed now' if computed else 'read from the store'}")
+        for attack, rates in attrs["target_rate"].items():
+            cells = ", ".join(f"{eps * 255:g}/255: {rate:.0%}" for eps, rate in zip(attrs["eps"], rates))
+            print(f"  {attack}: predicted as the target at ε {cells}")
+    graph = session.pathway_graph(original, target, attack=args.attack, max_images=args.max_images,
+                                  targeted=args.targeted)
+    groups = np.bincount(graph.node_group, minlength=len(graph.group_names))
+    print(f"pathway graph {pair} ({args.attack}, {'targeted' if args.targeted else 'untargeted'} sweep): "
+          f"{graph.num_nodes} neurons in {len(graph.layers)} layers ("
+          + ", ".join(f"{name} {count}" for name, count in zip(graph.group_names, groups) if count)
+          + f"), {graph.num_edges} edges; kept in {store.root / 'derived'}")
     return 0
 
 

@@ -32,9 +32,11 @@ from tqdm import tqdm
 
 from advlens.errors import StoreError
 from advlens.models import AnalysedModel
+from advlens.pathways import default_pathway_layers
 from advlens.pipeline.config import PrepareConfig
 from advlens.pipeline.stage import Stage, StageContext
-from advlens.pipeline.sweep import DEFAULT_ALPHA_RATIO, assemble, attack_strengths, benign_maxima, check_sweep
+from advlens.pipeline.sweep import (DEFAULT_ALPHA_RATIO, assemble, attack_strengths, benign_maxima, check_sweep,
+                                   gradient_model)
 from advlens.store import AnalysisStore, StageWriter
 from advlens.store.derived import DerivedResult
 
@@ -78,10 +80,9 @@ class SweepSettings:
 
 
 def sweep_layers(model: AnalysedModel) -> list[str]:
-    """The pathway layers: the spatial layers of ``model.graph.activation_layers()`` (the demo model: 9 layers,
-    992 channels)."""
-    graph = model.graph
-    return [layer for layer in graph.activation_layers() if graph[layer].spatial]
+    """The pathway layers, :func:`advlens.pathways.default_pathway_layers` (the demo model: 9 layers, 992
+    channels)."""
+    return default_pathway_layers(model.graph)
 
 
 def sample_true_positives(labels: np.ndarray, true_positive: np.ndarray, per_class: int, seed: int,
@@ -115,46 +116,52 @@ def _load(path: Path) -> dict[str, np.ndarray] | None:
         return {name: archive[name] for name in archive.files}
 
 
+def _clock() -> np.ndarray:
+    """(wall, CPU) seconds now: subtract two to time a part."""
+    return np.array([time.perf_counter(), time.process_time()])
+
+
 def _benign_part(model: AnalysedModel, layers: list[str], images: torch.Tensor, batch_size: int,
-                 work: Path) -> tuple[list[np.ndarray], float]:
-    """The benign maxima of every layer (checkpointed in ``work``) and the seconds they took."""
+                 work: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """The benign maxima of every layer (checkpointed in ``work``) and the (wall, CPU) seconds they took."""
     stored = _load(work / "benign.npz")
     if stored is None:
-        started = time.perf_counter()
+        started = _clock()
         maxima = benign_maxima(model, images, layers, batch_size)
-        stored = {**{f"L{i:02d}": values for i, values in enumerate(maxima)},
-                  "seconds": np.array(time.perf_counter() - started)}
+        stored = {**{f"L{i:02d}": values for i, values in enumerate(maxima)}, "seconds": _clock() - started}
         _save(work / "benign.npz", **stored)
     else:
         logger.info("sweep: benign maxima from the checkpoint of an interrupted run")
-    return [stored[f"L{i:02d}"] for i in range(len(layers))], float(stored["seconds"])
+    return [stored[f"L{i:02d}"] for i in range(len(layers))], stored["seconds"]
 
 
 def _attack_parts(model: AnalysedModel, layers: list[str], images: torch.Tensor, labels: torch.Tensor,
-                  settings: SweepSettings, work: Path) -> tuple[dict[str, list[list[np.ndarray]]], dict[str, float]]:
+                  settings: SweepSettings, work: Path
+                  ) -> tuple[dict[str, list[list[np.ndarray]]], dict[str, np.ndarray]]:
     """Every (attack, chunk) part, computed or taken from its checkpoint: ``parts[name][attack][chunk]`` and
-    the seconds per attack."""
+    the (wall, CPU) seconds per attack."""
     count, strengths = len(images), len(settings.eps)
     parts: dict[str, list[list[np.ndarray]]] = {}
-    seconds: dict[str, float] = {}
+    seconds: dict[str, np.ndarray] = {}
     resumed = 0
+    gradients = gradient_model(model)
     with tqdm(total=count * strengths * len(settings.attacks), desc="sweep", unit="img×ε") as bar:
         for a, attack in enumerate(settings.attacks):
             bar.set_postfix_str(attack)
-            seconds[attack] = 0.0
+            seconds[attack] = np.zeros(2)
             for start in range(0, count, settings.chunk):
                 part = slice(start, min(start + settings.chunk, count))
                 checkpoint = work / f"{attack}_{start:08d}.npz"
                 stored = _load(checkpoint)
                 if stored is None:
-                    began = time.perf_counter()
+                    began = _clock()
                     stored = attack_strengths(model, images[part], labels[part], layers, settings.eps, attack,
-                                              settings.steps, settings.alpha_ratio)
-                    stored["seconds"] = np.array(time.perf_counter() - began)
+                                              settings.steps, settings.alpha_ratio, gradients=gradients)
+                    stored["seconds"] = _clock() - began
                     _save(checkpoint, **stored)
                 else:
                     resumed += 1
-                seconds[attack] += float(stored.pop("seconds"))
+                seconds[attack] += stored.pop("seconds")
                 for name, values in stored.items():
                     parts.setdefault(name, [[] for _ in settings.attacks])[a].append(values)
                 bar.update((part.stop - part.start) * strengths)
@@ -197,17 +204,19 @@ def run_sweep(ctx: StageContext, out: StageWriter) -> dict:
     out.array("benign_label", labels[benign_rows])
     for i, values in enumerate(benign):
         out.array(f"benign_max_L{i:02d}", values.astype(np.float32))
-    total = benign_seconds + sum(seconds.values())
+    wall, cpu = benign_seconds + sum(seconds.values(), np.zeros(2))
     rows = len(sample) * len(settings.eps) * len(settings.attacks)
     out.attrs(layers=layers, channels=channels, **settings.as_attrs(),
               sample_count=np.bincount(labels[sample], minlength=classes).astype(int).tolist(),
-              benign_count=len(benign_rows), seconds=round(total, 3), benign_seconds=round(benign_seconds, 3),
-              attack_seconds={name: round(value, 3) for name, value in seconds.items()},
-              rows_per_second=round(rows / total, 2) if total > 0 else None, machine=machine)
+              benign_count=len(benign_rows), seconds=round(float(wall), 3), cpu_seconds=round(float(cpu), 3),
+              benign_seconds=round(float(benign_seconds[0]), 3),
+              attack_seconds={name: round(float(value[0]), 3) for name, value in seconds.items()},
+              attack_cpu_seconds={name: round(float(value[1]), 3) for name, value in seconds.items()},
+              rows_per_second=round(rows / wall, 2) if wall > 0 else None, machine=machine)
     success = {attack: [float((arrays["adv_pred"][a, e] != labels[sample]).mean()) if len(sample) else 0.0
                         for e in range(len(settings.eps))] for a, attack in enumerate(settings.attacks)}
-    logger.info("sweep: %d rows in %.1f s; success rate per strength %s", rows, total, success)
-    return {"seconds": total}
+    logger.info("sweep: %d rows in %.1f s (CPU %.1f s); success rate per strength %s", rows, wall, cpu, success)
+    return {"seconds": float(wall)}
 
 
 def write_sweep_arrays(out: StageWriter, arrays: dict[str, np.ndarray], sample: np.ndarray,
@@ -299,6 +308,7 @@ def targeted_sweep(store: AnalysisStore, model: AnalysedModel, original: int, ta
     layers = list(attrs["layers"])
     parts: dict[str, list[list[np.ndarray]]] = {}
     seconds: dict[str, float] = {}
+    gradients = gradient_model(model)
     with tqdm(total=len(rows) * len(eps) * len(attacks), desc=f"targeted sweep {original}→{target}",
               unit="img×ε") as bar:
         for a, attack in enumerate(attacks):
@@ -306,7 +316,7 @@ def targeted_sweep(store: AnalysisStore, model: AnalysedModel, original: int, ta
             for start in range(0, len(rows), chunk):
                 part = slice(start, start + chunk)
                 found = attack_strengths(model, images[part], labels[part], layers, eps, attack, int(attrs["steps"]),
-                                         float(attrs["alpha_ratio"]), targets[part])
+                                         float(attrs["alpha_ratio"]), targets[part], gradients)
                 for name, values in found.items():
                     parts.setdefault(name, [[] for _ in attacks])[a].append(values)
                 bar.update(len(images[part]) * len(eps))

@@ -8,22 +8,31 @@ forward pass that also gives the prediction, so no extra forward is spent on the
 Speed: all strengths of a chunk of images run as one batch (the images repeated once per strength, each
 row with its own ε and step size α = ε · ``alpha_ratio``). PGD starts at the benign image (no random
 start), so its first gradient is the same for every strength and is computed once per image; FGSM's one
-gradient likewise serves every strength. The results equal those of :class:`advlens.attacks.PGD`
-(``random_start=False``) and :class:`advlens.attacks.FGSM` run strength by strength (up to the
-rounding of batched convolutions).
+gradient likewise serves every strength. The gradients come from :func:`gradient_model`, a copy of the
+network with each batch norm folded into the convolution before it (traced with ``torch.fx``, eval mode)
+in channels-last memory layout: the same function, about 1.5× cheaper in CPU time. The results equal those of
+:class:`advlens.attacks.PGD` (``random_start=False``) and :class:`advlens.attacks.FGSM` run strength by
+strength, up to floating-point rounding (which can flip the sign of a gradient that is almost zero).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from advlens.attacks.base import input_gradient
 from advlens.errors import AttackError
 from advlens.models import AnalysedModel
+
+logger = logging.getLogger(__name__)
 
 SWEEP_ATTACKS = ("pgd", "fgsm")
 """The attacks a sweep can run: untargeted (or targeted) L∞ PGD and FGSM."""
@@ -52,6 +61,64 @@ def check_sweep(eps: Sequence[float], attacks: Sequence[str], steps: int, alpha_
         problems.append(f"the step-size ratio α/ε must be positive, got {alpha_ratio}")
     if problems:
         raise AttackError("; ".join(problems))
+
+
+class _PixelModel(nn.Module):
+    """Pixels in [0, 1] → logits through a (fused) copy of the network: ``net((x − mean) / std)``."""
+
+    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.net, self.mean, self.std = net, mean, std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std)
+
+
+def fold_batch_norms(net: nn.Module) -> nn.Module:
+    """A traced copy of ``net`` (eval mode) in which every batch norm that directly follows a convolution used
+    once is folded into it (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`): the same function up to
+    rounding, without the batch-norm passes. ``net`` is left alone.
+
+    Raises whatever :func:`torch.fx.symbolic_trace` raises on code it cannot trace.
+    """
+    traced = fx.symbolic_trace(copy.deepcopy(net).eval())
+    modules = dict(traced.named_modules())
+    calls = Counter(node.target for node in traced.graph.nodes if node.op == "call_module")
+    for node in list(traced.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        source = node.args[0]
+        if not (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1
+                and isinstance(modules[source.target], nn.Conv2d) and calls[source.target] == 1
+                and calls[node.target] == 1 and modules[node.target].track_running_stats):
+            continue
+        parent, _, name = source.target.rpartition(".")
+        setattr(traced.get_submodule(parent), name, fuse_conv_bn_eval(modules[source.target], modules[node.target]))
+        node.replace_all_uses_with(source)
+        traced.graph.erase_node(node)
+    traced.graph.lint()
+    traced.delete_all_unused_submodules()
+    traced.recompile()
+    return traced
+
+
+def gradient_model(model: AnalysedModel) -> nn.Module:
+    """A copy of ``model`` for input gradients: pixels → logits, batch norms folded into the convolutions
+    before them (:func:`fold_batch_norms`) and channels-last weights. The same function as ``model`` up to
+    rounding, and cheaper (no batch-norm passes; no layout conversion around each convolution). A network
+    that ``torch.fx`` cannot trace is copied unfolded (logged). Parameters do not require gradients;
+    ``model`` is left alone.
+    """
+    try:
+        net = fold_batch_norms(model.net)
+    except Exception as exc:  # torch.fx raises many types on code it cannot trace; the copy below still works
+        logger.info("the sweep's gradients use the network without folded batch norms (torch.fx cannot trace it: "
+                    "%s)", exc)
+        net = copy.deepcopy(model.net)
+    net = net.eval().to(memory_format=torch.channels_last)
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    return _PixelModel(net, model.mean, model.std).eval()
 
 
 def layer_maxima(model: AnalysedModel, images: torch.Tensor, layers: Sequence[str],
@@ -90,7 +157,7 @@ def _per_row(values: Sequence[float], count: int, like: torch.Tensor) -> torch.T
 def attack_strengths(model: AnalysedModel, images: torch.Tensor, labels: torch.Tensor, layers: Sequence[str],
                      eps: Sequence[float], attack: str = "pgd", steps: int = DEFAULT_SWEEP_STEPS,
                      alpha_ratio: float = DEFAULT_ALPHA_RATIO, targets: torch.Tensor | None = None,
-                     ) -> dict[str, np.ndarray]:
+                     gradients: nn.Module | None = None) -> dict[str, np.ndarray]:
     """Attack ``images`` at every strength of ``eps`` with one attack, all strengths in one batch.
 
     Args:
@@ -101,6 +168,8 @@ def attack_strengths(model: AnalysedModel, images: torch.Tensor, labels: torch.T
         attack: ``"pgd"`` (``steps`` iterations of step α = ε · ``alpha_ratio``, no random start, like
             :class:`advlens.attacks.PGD`) or ``"fgsm"`` (like :class:`advlens.attacks.FGSM`).
         targets: for a targeted attack, the target class of each image (None: untargeted).
+        gradients: the module whose input gradients drive the attack (default: :func:`gradient_model` of
+            ``model``, built per call: pass one built once when calling for many chunks).
 
     Returns:
         ``pred`` (E, N) int64 predictions of the attacked images; ``prob_true`` (E, N) float32 softmax
@@ -121,10 +190,11 @@ def attack_strengths(model: AnalysedModel, images: torch.Tensor, labels: torch.T
     labels = labels.to(device)
     aim = labels if targets is None else targets.to(device)
     targeted = targets is not None
+    gradients = gradient_model(model) if gradients is None else gradients
     was_training = model.training
     model.eval()
     try:
-        first = input_gradient(model, x0, aim, targeted).sign()  # the same start for every strength
+        first = input_gradient(gradients, x0, aim, targeted).sign()  # the same start for every strength
         benign = x0.repeat(strengths, 1, 1, 1)
         radius = _per_row(eps, count, x0)
         if attack == "fgsm":
@@ -135,7 +205,7 @@ def attack_strengths(model: AnalysedModel, images: torch.Tensor, labels: torch.T
             adversarial = benign
             for step in range(steps):
                 direction = first.repeat(strengths, 1, 1, 1) if step == 0 else \
-                    input_gradient(model, adversarial, aims, targeted).sign()
+                    input_gradient(gradients, adversarial, aims, targeted).sign()
                 adversarial = (adversarial + alpha * direction).clamp(0.0, 1.0)
                 adversarial = (benign + torch.minimum(torch.maximum(adversarial - benign, -radius), radius)
                                ).clamp(0.0, 1.0)
@@ -171,12 +241,13 @@ def sweep(model: AnalysedModel, images: torch.Tensor, labels: torch.Tensor, laye
     if chunk < 1:
         raise AttackError(f"chunk must be at least 1 image, got {chunk}")
     parts: dict[str, list[list[np.ndarray]]] = {}
+    gradients = gradient_model(model)
     for attack in attacks:
         found: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(images), chunk):
             part = slice(start, start + chunk)
             result = attack_strengths(model, images[part], labels[part], layers, eps, attack, steps, alpha_ratio,
-                                      None if targets is None else targets[part])
+                                      None if targets is None else targets[part], gradients)
             for name, values in result.items():
                 found.setdefault(name, []).append(values)
             if progress is not None:
