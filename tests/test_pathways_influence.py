@@ -19,13 +19,15 @@ def loop_slice_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding:
                     oh: int, ow: int) -> float:
     """One output value of a single-channel convolution (no bias) by a plain loop over the kernel.
 
-    Shape: x (H, W), weight (kh, kw)."""
+    Shape: x (H, W), weight (kh, kw), tensors or nested lists."""
+    x = x.tolist() if isinstance(x, torch.Tensor) else x
+    weight = weight.tolist() if isinstance(weight, torch.Tensor) else weight
     total = 0.0
-    for a in range(weight.shape[0]):
-        for b in range(weight.shape[1]):
+    for a in range(len(weight)):
+        for b in range(len(weight[0])):
             h, w = oh * stride - padding + a * dilation, ow * stride - padding + b * dilation
-            if 0 <= h < x.shape[0] and 0 <= w < x.shape[1]:  # zero padding
-                total += float(x[h, w]) * float(weight[a, b])
+            if 0 <= h < len(x) and 0 <= w < len(x[0]):  # zero padding
+                total += x[h][w] * weight[a][b]
     return total
 
 
@@ -44,8 +46,8 @@ def loop_kernel_influence(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
             for i in range(c_in):
                 if j // per_out != i // per_in:
                     continue
-                kernel = conv.weight[j, i % per_in].detach()
-                values = [loop_slice_conv(x[n, i], kernel, s, p, d, oh, ow)
+                kernel, source = conv.weight[j, i % per_in].tolist(), x[n, i].tolist()
+                values = [loop_slice_conv(source, kernel, s, p, d, oh, ow)
                           for oh in range(loop_output_size(height, kh, s, p, d))
                           for ow in range(loop_output_size(width, kw, s, p, d))]
                 out[n, j, i] = max(values)
