@@ -60,10 +60,9 @@ def layout(session: Session, search: str | None = None) -> html.Div:
         return html.Div(common.message(common.error_text(exc), "error"), className="page pathways-page")
     problems = html.Div(common.message([html.Div(p) for p in state.problems], "warning") if state.problems else None,
                         id=PROBLEMS, className="url-problems")
-    focus = state.pinned[-1] if state.pinned else None
     return html.Div([
         dcc.Store(id=PINNED, data=state.pinned), problems,
-        html.Div([controls.layout(session, state), graph_view.layout(), detail.layout(focus)],
+        html.Div([controls.layout(session, state), graph_view.layout(), detail.layout(state.focus)],
                  className="pw-main"),
     ], className="page pathways-page")
 

@@ -8,7 +8,9 @@ URL query (``/pathways?true=0&adv=6&attack=pgd&eps=8&mode=excited&x=20&filter=al
 - ``mode``: highlight mode (activated, changed, excited, inhibited) and ``x`` the top percentage per layer;
 - ``filter``: all / pinned / highlighted; ``pinned``: ``layer:channel`` neurons, comma separated;
 - ``compare``: ``strengths`` (the ``eps`` strength against ``vs``) or ``attacks`` (the sweep's two attacks at
-  ``eps``); absent: no comparison.
+  ``eps``); absent: no comparison;
+- ``neuron`` (shared with the Neurons page): a channel of the analysed layer whose detail the page opens on
+  (``/pathways?true=6&adv=0&neuron=40`` is what the Neurons page links to); ``pair`` is kept as it is.
 
 Every value is checked on the server; an invalid one is reported and replaced by its default.
 """
@@ -64,6 +66,7 @@ class PathwaysState:
     pinned: list[list] = field(default_factory=list)
     compare: str = "none"
     vs: int = 0
+    focus: list | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -176,6 +179,12 @@ def state_from_query(session: Session, search: str | None) -> PathwaysState:
     state.pinned = read("pinned", lambda v: check_pinned(session, parse_pinned(v)), [])
     state.compare = read("compare", lambda v: validate.choice(v, COMPARES, "compare mode"), "none")
     state.vs = read("vs", lambda v: strength_of(session, v), len(session.sweep_info().eps))
+    neuron = read("neuron", lambda v: validate.neuron_id(session, v), None)
+    analysed = session.model.analysed_layer_name
+    if neuron is not None and analysed in session.sweep_info().layers:
+        state.focus = [analysed, neuron]
+    if state.pinned:
+        state.focus = state.pinned[-1]
     return state
 
 
