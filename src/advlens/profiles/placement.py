@@ -95,7 +95,7 @@ def smooth_knn_sigma(dists: np.ndarray, k: int, n_iter: int = 64) -> np.ndarray:
     Shape: dists (m, k) sorted ascending; returns float32 (m,).
     """
     dists = np.asarray(dists, dtype=np.float32)
-    target = np.float32(np.log2(k))
+    target = float(np.log2(k))  # float64, as umap-learn compares its float32 sums with it
     lo = np.zeros(len(dists), dtype=np.float32)
     hi = np.full(len(dists), np.inf, dtype=np.float32)
     mid = np.ones(len(dists), dtype=np.float32)
