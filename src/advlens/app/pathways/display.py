@@ -4,8 +4,8 @@ which nodes are opaque (highlight modes, spec-004 §4), which nodes and edges th
 
 Strength index ``s``: 0 = the benign pathways, ``s > 0`` the attacked images at ``eps[s − 1]``.
 
-- Node values at ``s``: importance for attacked(s) (at 0: for the original images) and excitation
-  ``attacked(s) − original`` (at 0: none). Highlight modes keep the top x% of each layer's *drawn* nodes.
+- Node values at ``s``: importance for attacked(s) (at 0: the larger of the original and the target importance,
+  so both benign pathways show) and excitation ``attacked(s) − original`` (at 0: none). Highlight modes keep the top x% of each layer's *drawn* nodes.
 - Edge value at ``s``: the attacked(s) influence; at 0 the larger of the original and the target influence
   (each benign pathway carries its own class's signal). Edge excitation: influence at s − original influence.
   Widths are linear in the value with one scale per pair of layers (its strongest edge is 4 px); edges
@@ -31,8 +31,8 @@ EDGE_TOP = 0.3
 
 def node_values(graph: PathwayGraph, strength: int, attack: str | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """(importance (M,), excitation (M,), whether the set has images) at strength index ``strength``."""
-    if strength == 0:
-        return graph.importance[0].astype(np.float64), np.zeros(graph.num_nodes), True
+    if strength == 0:  # the benign pathways of both classes
+        return np.fmax(graph.importance[0], graph.importance[1]).astype(np.float64), np.zeros(graph.num_nodes), True
     values = graph.attacked(attack)[strength - 1].astype(np.float64)
     if not np.all(np.isfinite(values)):
         return np.zeros(graph.num_nodes), np.zeros(graph.num_nodes), False
