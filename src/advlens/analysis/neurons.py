@@ -116,22 +116,12 @@ class NeuronAnalysis(SessionCore):
                             stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """The binarized bMap and aMap (top ``top_percent`` %). Shape: two (H, W) bool.
 
-        At stride 1 the masks come from :func:`advlens.measures.vulnerability_masks` (equal to the
-        binarized maps, from a fraction of the forward passes); at a larger stride they binarize the
-        upsampled maps of :meth:`vulnerability_maps`.
+        They binarize the cached full maps, so moving the app's top-p% slider costs no forward pass.
+        (:func:`advlens.measures.vulnerability_masks` finds equal masks from fewer forwards for one p, but
+        its exactness is checked, not proven, and each new p would search again: the app keeps the maps.)
         """
-        pair = self.check_pair(pair)
-        if stride != 1:
-            bmap, amap = self.vulnerability_maps(pair, k, stride)
-            return measures.binarize_top(bmap, top_percent), measures.binarize_top(amap, top_percent)
-
-        def compute():
-            benign, adversarial = (torch.from_numpy(a[0]) for a in self.pair_images([pair]))
-            info = self.pair_info(pair)
-            masks = measures.vulnerability_masks(self.model, benign, adversarial, info["label"], info["adv_pred"],
-                                                 p=top_percent, k=k, device=self.device)
-            return masks.bmap.cpu(), masks.amap.cpu()
-        return self._cached(("vmask", pair, float(top_percent), k), compute)
+        bmap, amap = self.vulnerability_maps(pair, k, stride)
+        return measures.binarize_top(bmap, top_percent), measures.binarize_top(amap, top_percent)
 
     def image_perturbation(self, pair: int, top_percent: float = 20.0, quantile: float | None = None,
                            k: int = 2, stride: int = 1) -> measures.ImagePerturbationScores:
