@@ -20,7 +20,7 @@ from advlens.cli import main
 from advlens.pipeline import PrepareConfig, prepare, stages_pathways
 from advlens.models import AnalysedModel
 from advlens.pipeline.stages_pathways import TARGETED_KIND, sample_true_positives, targeted_key
-from advlens.pipeline.sweep import attack_strengths, fold_batch_norms, gradient_model
+from advlens.pipeline.sweep import attack_strengths, fold_batch_norms, gradient_model, sweep
 from advlens.store import open_store
 
 from conftest import tiny_dataset, trained_tiny_model, write_npz_dataset
@@ -110,6 +110,19 @@ def test_stored_arrays_equal_the_attack_classes_and_plain_forward_passes(store, 
                                            rtol=1e-5, atol=1e-6, err_msg=f"{attack} {eps} {layer}")
     success = adv_pred != labels[sample]
     assert success[:, -1].mean() > success[:, 0].mean(), "a stronger attack fools more images"
+
+
+def test_the_sweep_function_gives_the_stages_arrays_in_any_chunking(store, model_and_data):
+    model, data = model_and_data
+    group = store.group("sweep")
+    sample = group["sample_index"][...]
+    seen = []
+    arrays = sweep(model, data.images[sample], data.labels[sample], ["1", "3"], sorted(EPS), steps=STEPS, chunk=7,
+                   progress=seen.append)
+    assert sum(seen) == 2 * len(EPS) * len(sample)
+    assert set(arrays) == {name for name in group.array_keys() if name.startswith("adv_")}
+    for name, values in arrays.items():
+        np.testing.assert_array_equal(values, group[name][...], err_msg=name)
 
 
 def test_the_sample_is_seeded_per_class_and_holds_only_true_positives(store, model_and_data):
