@@ -269,18 +269,18 @@ def test_pages_deep_links_and_the_url(page, session, server):
     assert f"pair {pair}:" in figure_title(page, "neuron-graph")
 
     # the navigation carries the selection to another page, and that page links back
-    pathways = page.locator(".nav-link", has_text="Pathways")
-    assert pathways.get_attribute("href") == f"/pathways?pair={pair}&neuron={neuron}"
-    pathways.click()
+    profiles = page.locator(".nav-link", has_text="Profiles")
+    assert profiles.get_attribute("href") == f"/profiles?pair={pair}&neuron={neuron}"
+    profiles.click()
     wait_idle(page)
-    assert page.url.endswith(f"/pathways?pair={pair}&neuron={neuron}")
+    assert page.url.endswith(f"/profiles?pair={pair}&neuron={neuron}")
     text = page.locator(".placeholder").inner_text()
     assert "not built yet" in text and f"pair {pair}" in text and f"neuron {neuron}" in text
-    shot(page, "21_pathways_placeholder")
+    shot(page, "21_profiles_placeholder")
     page.locator(".placeholder a", has_text="Neurons page").click()
     wait_idle(page, timeout=120)
     assert f"pair {pair}:" in figure_title(page, "neuron-graph")
-    for title, words in (("Profiles", "Flow View"), ("Datapaths", "river")):  # the Model page has its own walk
+    for title, words in (("Datapaths", "river"),):  # the Model and Pathways pages have their own walks
         page.locator(".nav-link", has_text=title).click()
         wait_idle(page)
         assert words in page.locator(".placeholder").inner_text() and page.locator(".nav-link.active").inner_text() == title

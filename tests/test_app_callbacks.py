@@ -820,8 +820,9 @@ def test_the_router_draws_each_page_and_says_when_there_is_none(session):
     assert neuron_view.GRAPH in component_ids(neurons_page)
     model_page = shell.route(session, PAGES, "/model", "", ["url.pathname"], None)
     assert architecture.GRAPH in component_ids(model_page) and "not built yet" not in texts(model_page)
-    for path, words in (("/pathways", "strength sweep"), ("/profiles", "profiles stage"),
-                        ("/datapaths", "advlens datapaths")):
+    pathways_page = shell.route(session, PAGES, "/pathways", "", ["url.pathname"], None)
+    assert "pathways-graph" in component_ids(pathways_page) and "not built yet" not in texts(pathways_page)
+    for path, words in (("/profiles", "profiles stage"), ("/datapaths", "advlens datapaths")):
         page = shell.route(session, PAGES, path, "", ["url.pathname"], None)
         assert "not built yet" in texts(page) and words in texts(page), path
     missing = shell.route(session, PAGES, "/nowhere", "", ["url.pathname"], None)
@@ -841,7 +842,7 @@ def test_pages_link_to_each_other_with_the_selection(session, pair):
     said, problems, query = carried_selection(session, f"?pair={pair}&neuron=-1")
     assert any(f"pair {pair}" in s for s in said) and "neuron -1 does not exist" in problems[0]
     assert query == f"?pair={pair}"
-    page = shell.route(session, PAGES, "/pathways", f"?pair={pair}&neuron=2", ["url.pathname"], None)
+    page = shell.route(session, PAGES, "/profiles", f"?pair={pair}&neuron=2", ["url.pathname"], None)
     assert f"pair {pair}" in texts(page) and "neuron 2" in texts(page)
     link = next(c for c in _walk(page) if type(c).__name__ == "Link")
     assert link.href == f"/neurons?pair={pair}&neuron=2"
@@ -937,3 +938,14 @@ def test_cache_computes_a_value_once_under_concurrent_requests():
     with pytest.raises(RuntimeError):
         cache.get_or_compute("bad", failing)
     assert cache.get_or_compute("bad", lambda: 1) == 1  # a failure is not cached and does not block
+
+
+def test_the_neurons_page_links_to_the_class_pathways_of_its_pair(session, pair):
+    from advlens.app.neurons.neuron_view import pathways_link
+
+    info = session.pair_info(pair)
+    link = pathways_link(session, pair, 3)
+    assert link.href == f"/pathways?true={info['label']}&adv={info['adv_pred']}&neuron=3"
+    assert pathways_link(session, pair, None).href == f"/pathways?true={info['label']}&adv={info['adv_pred']}"
+    assert pathways_link(session, None, None) is None
+    assert "does not exist" in texts(pathways_link(session, session.num_pairs + 3, None))

@@ -20,11 +20,13 @@ from advlens.analysis import NEURON_MEASURES, Session
 from advlens.app import common, validate
 from advlens.app.common import GRAPH_CONFIG, SELECTED_COLOR, class_color, empty_figure, error_figure, guarded, rgba
 from advlens.app.figures import figure, typed_array
+from advlens.app.urls import make_query
 from advlens.app.neurons.state import BAND_KIND, DEFAULT_MEASURE, NEURON, PAIR, RF_QUANTILE, TOP_PERCENT
 from advlens.errors import AdvlensError
 
 MEASURE = "neuron-measure"
 GRAPH = "neuron-graph"
+PATHWAYS_LINK = "neuron-pathways-link"
 
 MEASURE_LABELS = {
     "band_gap": "band gap (neuron perturbation)",
@@ -175,6 +177,7 @@ def layout(session: Session, measure: str = DEFAULT_MEASURE) -> html.Section:
     return common.panel("Neuron Vulnerability View", [
         dcc.Loading(dcc.Graph(id=GRAPH, config=GRAPH_CONFIG, className="neuron-graph"),
                     delay_show=common.LOADING_DELAY_MS),
+        html.Div(id=PATHWAYS_LINK, className="page-link"),
     ], controls, "neuron-view")
 
 
@@ -183,6 +186,22 @@ def layout(session: Session, measure: str = DEFAULT_MEASURE) -> html.Section:
 def draw(session: Session, pair, measure, neuron, quantile, top_percent, kind=None) -> dict:
     return neuron_figure(session, pair, measure, neuron, quantile, 20.0 if top_percent is None else top_percent,
                          kind)
+
+
+@guarded(lambda text: common.message(text, "error"))
+def pathways_link(session: Session, pair, neuron) -> html.Span | dcc.Link | None:
+    """A link to the Pathways page on this pair's class pair (true → adversarial label), with the neuron's detail
+    open; without a sweep stage, the command that adds it."""
+    if pair is None:
+        return None
+    info = session.pair_info(validate.pair_id(session, pair))
+    if not session.has_sweep():
+        return html.Span(["Class pathways need the sweep stage: ", html.Code(session.sweep_command())])
+    params = {"true": info["label"], "adv": info["adv_pred"]}
+    if neuron is not None:
+        params["neuron"] = validate.neuron_id(session, neuron)
+    return dcc.Link(f"Show the class pathways of {info['label_name']} → {info['adv_name']}",
+                    href="/pathways" + make_query(params))
 
 
 @guarded(lambda text: no_update)
@@ -199,5 +218,7 @@ def register(app: Dash, session: Session) -> None:
                  Input(RF_QUANTILE, "value"), Input(TOP_PERCENT, "value"), Input(BAND_KIND, "value"))(
         lambda pair, measure, neuron, quantile, top_percent, kind: draw(session, pair, measure, neuron, quantile,
                                                                         top_percent, kind))
+    app.callback(Output(PATHWAYS_LINK, "children"), Input(PAIR, "data"), Input(NEURON, "data"))(
+        lambda pair, neuron: pathways_link(session, pair, neuron))
     app.callback(Output(NEURON, "data"), Input(GRAPH, "clickData"), State(NEURON, "data"),
                  prevent_initial_call=True)(lambda click_data, current: pick(session, click_data, current))
