@@ -58,25 +58,25 @@ def _copy(root, tmp_path):
 
 
 def test_the_registry_lists_every_store_stage_after_the_ones_it_needs():
-    assert list(stages.REGISTRY) == list(STAGES) == [*CORE, "features"]
+    assert list(stages.REGISTRY) == list(STAGES) == [*CORE, "features", "sweep"]
     assert list(CORE_STAGES) == CORE
     assert {name: stage.requires for name, stage in stages.REGISTRY.items()} == {
         "predict": (), "attack": ("predict",), "activations": ("attack",), "statistics": ("attack",),
-        "projections": ("activations",), "features": ("predict",)}
-    assert stages.default_stages() == [*CORE, "features"]
-    assert stages.plan(None) == [*CORE, "features"]
+        "projections": ("activations",), "features": ("predict",), "sweep": ("predict",)}
+    assert stages.default_stages() == [*CORE, "features", "sweep"]
+    assert stages.plan(None) == [*CORE, "features", "sweep"]
     assert stages.plan(["features"]) == ["predict", "features"]
     assert stages.plan(["projections"]) == ["predict", "attack", "activations", "projections"]
     assert stages.plan(["features", "statistics"]) == ["predict", "attack", "statistics", "features"]
     assert stages.dependents("attack") == ["activations", "statistics", "projections"]
-    assert stages.dependents("predict") == [*CORE[1:], "features"]
+    assert stages.dependents("predict") == [*CORE[1:], "features", "sweep"]
     assert stages.dependents("features") == []
 
 
 def test_unknown_stage_names_are_refused_before_any_work(model_and_data, tmp_path):
     model, data = model_and_data
-    with pytest.raises(ConfigError, match=r"unknown stage\(s\) 'sweep'.*predict, attack"):
-        prepare(_config(), tmp_path / "s", model=model, data=data, stages=["features", "sweep"])
+    with pytest.raises(ConfigError, match=r"unknown stage\(s\) 'nope'.*predict, attack"):
+        prepare(_config(), tmp_path / "s", model=model, data=data, stages=["features", "nope"])
     with pytest.raises(ConfigError, match="--redo: unknown stage"):
         prepare(_config(), tmp_path / "s", model=model, data=data, redo="everything")
     with pytest.raises(ConfigError, match="--feature-steps must be at least 1"):
@@ -100,15 +100,15 @@ def test_an_old_store_without_features_stays_complete_and_gains_only_the_feature
     before = json.loads((root / "manifest.json").read_text())
     store = open_store(root)
     assert store.complete and store.finished_stages == CORE and not store.has_stage("features")
-    assert store.missing_stages == ["features"]
+    assert store.missing_stages == ["features", "sweep"]
     with pytest.raises(StoreError, match=r"no feature visualisations.*advlens prepare .*--stages features"):
         Session(store, model=model).features
     with pytest.raises(StoreError, match=r"has no 'features' stage .*--stages features"):
         store.group("features")
 
     calls = _recording(monkeypatch)
-    added = prepare(_config(), root, model=model, data=data)  # the default stages: only features is missing
-    assert calls == ["features"]
+    added = prepare(_config(), root, model=model, data=data)  # the default stages: only features and sweep are missing
+    assert calls == ["features", "sweep"]
     after = json.loads((root / "manifest.json").read_text())
     assert after["config_hash"] == before["config_hash"], "the stage list must not change the store's identity"
     assert {s: after["stages"][s] for s in CORE} == before["stages"], "finished stages are kept as they were"
@@ -141,7 +141,7 @@ def test_redo_recomputes_a_stage_and_only_its_dependents(core_store, model_and_d
     assert calls == ["attack", "activations", "statistics", "projections"], "features does not read the attack"
     calls.clear()
     store = prepare(_config(), root, model=model, data=data, redo="predict")
-    assert calls == [*CORE, "features"]
+    assert calls == [*CORE, "features", "sweep"]
     assert store.complete and store.has_stage("features")
 
 
@@ -165,7 +165,7 @@ def test_info_lists_every_stage_and_the_command_that_adds_a_missing_one(core_sto
     assert "not prepared (optional)" in lines["features"]
     command = next(line.strip() for line in out.splitlines() if line.strip().startswith("advlens prepare"))
     args = build_parser().parse_args(shlex.split(command)[1:])
-    assert args.stages == ["features"] and args.out == str(root) and args.model == "tests:tiny"
+    assert args.stages == ["features", "sweep"] and args.out == str(root) and args.model == "tests:tiny"
 
 
 def test_cli_stages_option(tmp_path, capsys):
@@ -173,8 +173,8 @@ def test_cli_stages_option(tmp_path, capsys):
         ["features", "predict"]
     assert build_parser().parse_args(["prepare", "--out", "x"]).stages is None
     with pytest.raises(SystemExit) as exit_:
-        build_parser().parse_args(["prepare", "--out", "x", "--stages", "features,sweep"])
-    assert exit_.value.code == 2 and "unknown stage(s) 'sweep'" in capsys.readouterr().err
+        build_parser().parse_args(["prepare", "--out", "x", "--stages", "features,nope"])
+    assert exit_.value.code == 2 and "unknown stage(s) 'nope'" in capsys.readouterr().err
 
 
 def test_other_feature_settings_keep_the_finished_stage_and_say_how_to_redo_it(core_store, model_and_data,
@@ -184,6 +184,6 @@ def test_other_feature_settings_keep_the_finished_stage_and_say_how_to_redo_it(c
     prepare(_config(), root, model=model, data=data, stages=["features"])
     calls = _recording(monkeypatch)
     with caplog.at_level("WARNING", logger="advlens.pipeline.prepare"):
-        store = prepare(_config(feature_steps=5), root, model=model, data=data)
+        store = prepare(_config(feature_steps=5), root, model=model, data=data, stages=["features"])
     assert calls == [] and store.group("features").attrs["steps"] == 2
     assert "computed with 2 feature-visualisation steps, not the 5 asked for; `--redo features`" in caplog.text

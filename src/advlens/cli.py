@@ -338,13 +338,15 @@ def _pathways(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from advlens.models.registry import demo_weights_path
     from advlens.pipeline.config import check_device
     from advlens.training.train_demo import train_demo_model
 
     device = check_device(args.device)
-    accuracy = train_demo_model(args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                data_dir=args.data_dir, device=device)
-    print(f"test accuracy {accuracy:.4f}; weights written to {args.out}")
+    out = args.out or str(demo_weights_path(args.arch))
+    accuracy = train_demo_model(out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                                data_dir=args.data_dir, device=device, arch=args.arch)
+    print(f"test accuracy {accuracy:.4f}; weights written to {out}")
     return 0
 
 
@@ -362,10 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pathways(commands)
     from advlens.models.registry import demo_weights_path
 
-    train = commands.add_parser("train-demo-model", help="train the fashion-resnet demo model",
+    train = commands.add_parser("train-demo-model", help="train a built-in Fashion-MNIST model",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--out", default=str(demo_weights_path()))
-    train.add_argument("--epochs", type=int, default=2)
+    train.add_argument("--arch", choices=("fashion-resnet", "fashion-cnn"), default="fashion-resnet",
+                       help="fashion-resnet (the demo model) or fashion-cnn (paper 002's small CNN)")
+    train.add_argument("--out", default=None, help="default: the shipped weights of --arch")
+    train.add_argument("--epochs", type=int, default=None, help="default: the recipe's (2 fashion-resnet, 10 fashion-cnn)")
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--data-dir")
