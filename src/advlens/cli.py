@@ -362,7 +362,6 @@ def build_parser() -> argparse.ArgumentParser:
                            "were written; exit status 1 and the damaged arrays when any differ")
     _add_serve(commands)
     _add_pathways(commands)
-    from advlens.models.registry import demo_weights_path
 
     train = commands.add_parser("train-demo-model", help="train a built-in Fashion-MNIST model",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
