@@ -14,6 +14,7 @@ import pytest
 
 from app_fixtures import VIEWPORT, ServerThread, click_plot_point, launch_browser, recording_page, small_store_path, wait_idle
 from app_fixtures import shot as app_shot
+from advlens.app.urls import SHARED_KEYS
 
 import playwright.sync_api as playwright_api
 
@@ -111,7 +112,9 @@ def test_model_page_walk(page, session, server):
     assert page.locator(".channel-tile").count() == min(64, channels) == 64
     assert layer in page.locator("#gallery-caption").inner_text()
     assert all(images_loaded(page, ".tile-img"))
-    assert query(page) == {"layer": layer}
+    carried = {k: v for k, v in query(page).items() if k in SHARED_KEYS}  # the Pathways page's class pair
+    assert set(carried) <= {"true", "adv"}, "the navigation carries only the selection every page understands"
+    assert query(page) == {"layer": layer, **carried}
     page.locator(".channel-tile", has_text="12").first.click()
     wait_idle(page, timeout=120)
     assert page.locator(".channel-tile.selected .tile-label").inner_text() == "12"
@@ -122,7 +125,7 @@ def test_model_page_walk(page, session, server):
     values = page.locator(".example-value").all_inner_texts()
     assert [float(v) for v in values] == pytest.approx(examples.values.tolist(), rel=1e-2)
     assert page.locator(".stats-table tbody tr").count() == 2
-    assert query(page) == {"layer": layer, "channel": "12"}
+    assert query(page) == {"layer": layer, "channel": "12", **carried}
     shot(page, "31_gallery_and_examples")
 
     # 3. a deep link opens the analysed layer's channel on its gallery page, with the selection; the channel
