@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -54,6 +56,22 @@ class StageContext:
         size = self.config.batch_size
         for start in tqdm(range(0, count, size), desc=desc, unit="batch", total=(count + size - 1) // size):
             yield slice(start, min(start + size, count))
+
+
+def save_checkpoint(path: Path, **arrays: np.ndarray) -> None:
+    """Write a stage's checkpoint atomically (a temporary file renamed into place), so a killed run never leaves
+    half a checkpoint behind."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a checkpoint written by :func:`save_checkpoint`, or None when there is none."""
+    if not path.is_file():
+        return None
+    with np.load(path) as archive:
+        return {name: archive[name] for name in archive.files}
 
 
 StageFunction = Callable[[StageContext, StageWriter], Any]

@@ -36,7 +36,7 @@ from advlens.features import crop_patches, dataset_examples_for_layers, feature_
 from advlens.features.patches import patch_shape
 from advlens.models import AnalysedModel
 from advlens.pipeline.config import DEFAULT_FEATURE_STEPS, PrepareConfig
-from advlens.pipeline.stage import Stage, StageContext
+from advlens.pipeline.stage import Stage, StageContext, load_checkpoint, save_checkpoint
 from advlens.store import StageWriter
 
 logger = logging.getLogger(__name__)
@@ -97,19 +97,6 @@ def feature_layers(model: AnalysedModel) -> list[str]:
             continue
         layers.append(layer)
     return layers
-
-
-def _save(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _load(path: Path) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    with np.load(path) as archive:
-        return {name: archive[name] for name in archive.files}
 
 
 def examples_and_statistics(model: AnalysedModel, layers: list[str], images: torch.Tensor,
@@ -213,13 +200,13 @@ def _data_pass(model: AnalysedModel, layers: list[str], images: torch.Tensor, se
     if not layers:
         logger.warning("features: the model has no spatial activation layer; the stage stores no features")
         return {}, np.zeros(2)
-    stored = _load(work / "examples.npz")
+    stored = load_checkpoint(work / "examples.npz")
     if stored is not None:
         logger.info("features: dataset examples and statistics from the checkpoint of an interrupted run")
     else:
         arrays, seconds = _clocked(lambda: examples_and_statistics(model, layers, images, settings))
         stored = {**arrays, "seconds": seconds}
-        _save(work / "examples.npz", **stored)
+        save_checkpoint(work / "examples.npz", **stored)
     seconds = stored.pop("seconds")
     return stored, seconds
 
@@ -234,11 +221,11 @@ def _write_layers(out: StageWriter, model: AnalysedModel, layers: list[str], ima
         for i, layer in enumerate(layers):
             bar.set_postfix_str(layer)
             checkpoint = work / f"L{i:02d}_vis.npz"
-            stored = _load(checkpoint)
+            stored = load_checkpoint(checkpoint)
             if stored is None:
                 stored, seconds = _clocked(lambda: layer_visualizations(model, layer, settings))
                 stored["seconds"] = seconds
-                _save(checkpoint, **stored)
+                save_checkpoint(checkpoint, **stored)
             bar.update(channels[i])
             record["seconds"].append(round(float(stored["seconds"][0]), 3))
             record["cpu_seconds"].append(round(float(stored["seconds"][1]), 3))

@@ -34,7 +34,7 @@ from advlens.errors import StoreError
 from advlens.models import AnalysedModel
 from advlens.pathways import default_pathway_layers
 from advlens.pipeline.config import PrepareConfig
-from advlens.pipeline.stage import Stage, StageContext
+from advlens.pipeline.stage import Stage, StageContext, load_checkpoint, save_checkpoint
 from advlens.pipeline.sweep import (DEFAULT_ALPHA_RATIO, assemble, attack_strengths, benign_maxima, check_sweep,
                                    gradient_model)
 from advlens.store import AnalysisStore, StageWriter
@@ -103,19 +103,6 @@ def sample_true_positives(labels: np.ndarray, true_positive: np.ndarray, per_cla
     return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, np.int64)
 
 
-def _save(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _load(path: Path) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    with np.load(path) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
 def _clock() -> np.ndarray:
     """(wall, CPU) seconds now: subtract two to time a part."""
     return np.array([time.perf_counter(), time.process_time()])
@@ -124,12 +111,12 @@ def _clock() -> np.ndarray:
 def _benign_part(model: AnalysedModel, layers: list[str], images: torch.Tensor, batch_size: int,
                  work: Path) -> tuple[list[np.ndarray], np.ndarray]:
     """The benign maxima of every layer (checkpointed in ``work``) and the (wall, CPU) seconds they took."""
-    stored = _load(work / "benign.npz")
+    stored = load_checkpoint(work / "benign.npz")
     if stored is None:
         started = _clock()
         maxima = benign_maxima(model, images, layers, batch_size)
         stored = {**{f"L{i:02d}": values for i, values in enumerate(maxima)}, "seconds": _clock() - started}
-        _save(work / "benign.npz", **stored)
+        save_checkpoint(work / "benign.npz", **stored)
     else:
         logger.info("sweep: benign maxima from the checkpoint of an interrupted run")
     return [stored[f"L{i:02d}"] for i in range(len(layers))], stored["seconds"]
@@ -152,13 +139,13 @@ def _attack_parts(model: AnalysedModel, layers: list[str], images: torch.Tensor,
             for start in range(0, count, settings.chunk):
                 part = slice(start, min(start + settings.chunk, count))
                 checkpoint = work / f"{attack}_{start:08d}.npz"
-                stored = _load(checkpoint)
+                stored = load_checkpoint(checkpoint)
                 if stored is None:
                     began = _clock()
                     stored = attack_strengths(model, images[part], labels[part], layers, settings.eps, attack,
                                               settings.steps, settings.alpha_ratio, gradients=gradients)
                     stored["seconds"] = _clock() - began
-                    _save(checkpoint, **stored)
+                    save_checkpoint(checkpoint, **stored)
                 else:
                     resumed += 1
                 seconds[attack] += stored.pop("seconds")
