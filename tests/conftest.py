@@ -51,6 +51,16 @@ def trained_tiny_model(data: ImageDataset, steps: int = 60) -> AnalysedModel:
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: small nets gain nothing from more, and on a shared 2-core machine two
+    threads only oversubscribe it (a module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_model() -> AnalysedModel:
     return trained_tiny_model(tiny_dataset())
 

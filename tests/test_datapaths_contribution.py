@@ -14,13 +14,7 @@ from advlens.errors import ConfigError, ModelError
 from test_datapaths_toys import aoi_image, aoi_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small nets gain nothing from intra-op threads; on a shared machine two threads only oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,7 @@ from advlens.data import load_dataset
 from advlens.datapaths import critical_set, extract_datapaths
 from advlens.models import load_model
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On a shared 2-core machine two intra-op threads only oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # one_thread: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from advlens.models import AnalysedModel
 LAYERS = ["1", "3"]  # the tiny net's two ReLU outputs: 4 + 6 gates
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small nets gain nothing from intra-op threads; on a shared machine two threads only oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def hooks_left(net: nn.Module) -> int:

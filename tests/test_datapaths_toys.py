@@ -86,13 +86,7 @@ import pytest  # noqa: E402
 from advlens.datapaths import contribution, critical_set, extract_datapaths  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Toys gain nothing from intra-op threads; on a shared machine two threads only oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_exact_datapath_of_a_hand_set_network():
