@@ -9,7 +9,8 @@ targets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -77,7 +78,8 @@ def _as_batches(adversarial: torch.Tensor, source: torch.Tensor, targets: torch.
 def datapath_chain(model: AnalysedModel, adversarial: torch.Tensor, source: torch.Tensor, targets: torch.Tensor,
                    layers: Sequence[str] | None = None, *, lam: float = 0.1, gamma: float = 0.1, steps: int = 200,
                    lr: float = 0.05, seed: int = 0, optimizer: str = "adam", tau: float = 0.5, guard: bool = True,
-                   batch_size: int = DEFAULT_BATCH) -> DatapathChain:
+                   batch_size: int = DEFAULT_BATCH,
+                   progress: Callable[[float, str], None] | None = None) -> DatapathChain:
     """Extract the chain adv → src → targets (γ̃ = 0: three independent extractions, bit for bit).
 
     Args:
@@ -85,6 +87,9 @@ def datapath_chain(model: AnalysedModel, adversarial: torch.Tensor, source: torc
         targets: K clean images of the adversarial class per adversarial.
         layers, lam, gamma, steps, lr, seed, optimizer, batch_size: as in :func:`extract_datapaths`.
         tau, guard: critical-set threshold and whether to apply the label guard.
+        progress: called as ``progress(fraction, message)`` every ``PROGRESS_EVERY`` solver steps and when
+            a phase ends; the three phases (adv, src, targets) are weighted by a rough cost of their
+            batches (√images), the guard is the last 5%.
 
     Shape:
         adversarial, source: (A, C, H, W) or (C, H, W); targets: (A, K, C, H, W) or (K, C, H, W) when A = 1.
@@ -95,12 +100,41 @@ def datapath_chain(model: AnalysedModel, adversarial: torch.Tensor, source: torc
     flat_targets = targets.reshape(count * per, *targets.shape[2:])
     for images in (adversarial, source, flat_targets):
         model.check_input(images)
-    adv = extract_datapaths(model, adversarial, layers, **options)
-    src = extract_datapaths(model, source, layers, references=[adv], **options)
+    report = _phases(progress, (len(adversarial), len(source), len(flat_targets)), steps)
+    adv = extract_datapaths(model, adversarial, layers, progress=report(0, "adversarial"), **options)
+    src = extract_datapaths(model, source, layers, references=[adv], progress=report(1, "source"), **options)
     tar = extract_datapaths(model, flat_targets, layers,
-                            references=[adv.repeat_interleave(per), src.repeat_interleave(per)], **options)
+                            references=[adv.repeat_interleave(per), src.repeat_interleave(per)],
+                            progress=report(2, f"{len(flat_targets)} target(s)"), **options)
 
     def sets(paths: Datapaths, images: torch.Tensor) -> CriticalSet:
         return critical_set(paths, tau, model=model, images=images) if guard else critical_set(paths, tau)
 
-    return DatapathChain(adv, src, tar, per, sets(adv, adversarial), sets(src, source), sets(tar, flat_targets))
+    chain = DatapathChain(adv, src, tar, per, sets(adv, adversarial), sets(src, source), sets(tar, flat_targets))
+    if progress is not None:
+        progress(1.0, "datapaths done")
+    return chain
+
+
+PROGRESS_EVERY = 10
+"""Solver steps between two progress reports of :func:`datapath_chain`."""
+GUARD_SHARE = 0.05
+
+
+def _phases(progress: Callable[[float, str], None] | None, counts: tuple[int, ...], steps: int):
+    """``report(phase, what)`` → an ``extract_datapaths`` progress callback mapping its steps into the
+    phase's share of the chain (None without ``progress``)."""
+    weights = [math.sqrt(max(count, 1)) for count in counts]
+    total = sum(weights) / (1.0 - GUARD_SHARE)
+    starts = [sum(weights[:i]) / total for i in range(len(weights))]
+
+    def report(phase: int, what: str) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+
+        def callback(done: int, of: int) -> None:
+            if done % PROGRESS_EVERY == 0 or done == of:
+                fraction = starts[phase] + weights[phase] / total * done / max(of, 1)
+                progress(min(fraction, 1.0), f"datapath of the {what}: step {done} of {of}")
+        return callback
+    return report

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -165,7 +165,8 @@ def _check(model: AnalysedModel, images: torch.Tensor, lam: float, gamma: float,
 def extract_datapaths(model: AnalysedModel, images: torch.Tensor, layers: Sequence[str] | None = None, *,
                       references: Sequence[Datapaths] | torch.Tensor | None = None, lam: float = 0.1,
                       gamma: float = 0.1, steps: int = 200, lr: float = 0.05, seed: int = 0,
-                      optimizer: str = "adam", batch_size: int = DEFAULT_BATCH) -> Datapaths:
+                      optimizer: str = "adam", batch_size: int = DEFAULT_BATCH,
+                      progress: Callable[[int, int], None] | None = None) -> Datapaths:
     """Extract one continuous datapath per image (Eq. 5 with the spec's λ̃, γ̃; z₀ = 1, projected Adam).
 
     Args:
@@ -179,6 +180,8 @@ def extract_datapaths(model: AnalysedModel, images: torch.Tensor, layers: Sequen
         steps, lr, optimizer: T iterations of ``adam`` or ``sgd`` (momentum 0.9) with step size lr.
         seed: seeds torch's generator during the run (the solver itself draws nothing).
         batch_size: images optimised together (results do not depend on it).
+        progress: called as ``progress(done, total)`` after every solver step, counting the steps of
+            all batches (total = batches × steps).
 
     Shape:
         images: (N, C, H, W); references: see above; result z: (N, n).
@@ -189,6 +192,7 @@ def extract_datapaths(model: AnalysedModel, images: torch.Tensor, layers: Sequen
     refs = _reference_tensor(references, count, layout)
     device = model.device
     results: list[tuple[torch.Tensor, ...]] = []
+    batches = math.ceil(count / batch_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in range(0, count, batch_size):
@@ -201,7 +205,12 @@ def extract_datapaths(model: AnalysedModel, images: torch.Tensor, layers: Sequen
                 fidelity, sparsity, constraint, _ = _terms(model, layout, batch, target, z, batch_refs, lam, gamma)
                 return (fidelity + sparsity + constraint).sum()
 
-            z = minimize_box(loss, torch.ones(len(batch), layout.total, device=device), steps, lr, optimizer)
+            callback = None
+            if progress is not None:
+                def callback(done: int, _before: int = (start // batch_size) * steps) -> None:
+                    progress(_before + done, batches * steps)
+            z = minimize_box(loss, torch.ones(len(batch), layout.total, device=device), steps, lr, optimizer,
+                             callback=callback)
             with torch.no_grad():
                 fidelity, sparsity, constraint, gated_probs = _terms(model, layout, batch, target, z, batch_refs,
                                                                      lam, gamma)

@@ -34,10 +34,12 @@ def check_weight(name: str, value: float) -> None:
 
 
 def minimize_box(loss: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, steps: int, lr: float,
-                 optimizer: str = "adam", frozen: torch.Tensor | None = None) -> torch.Tensor:
+                 optimizer: str = "adam", frozen: torch.Tensor | None = None,
+                 callback: Callable[[int], None] | None = None) -> torch.Tensor:
     """Run ``steps`` projected steps on ``loss(z)`` (a scalar) from ``z``; return the final z (detached).
 
-    ``frozen`` marks entries that keep their start value (their gradient is zeroed).
+    ``frozen`` marks entries that keep their start value (their gradient is zeroed); ``callback(done)``
+    is called after each step with the number of steps done (e.g. to report progress).
 
     Shape:
         z: any shape, values in [0, 1]; frozen: broadcastable bool mask.
@@ -47,7 +49,7 @@ def minimize_box(loss: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, 
         opt: torch.optim.Optimizer = torch.optim.Adam([z], lr=lr)
     else:
         opt = torch.optim.SGD([z], lr=lr, momentum=SGD_MOMENTUM)
-    for _ in range(steps):
+    for step in range(steps):
         value = loss(z)
         (grad,) = torch.autograd.grad(value, z)
         if frozen is not None:
@@ -56,4 +58,6 @@ def minimize_box(loss: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, 
         opt.step()
         with torch.no_grad():
             z.clamp_(0.0, 1.0)
+        if callback is not None:
+            callback(step + 1)
     return z.detach()
