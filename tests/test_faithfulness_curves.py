@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from advlens.errors import ConfigError, ModelError
-from advlens.faithfulness import (feeds_head_alone, flip_k, flipped_within, normalised, patch_auc, patch_curve,
-                                  random_rankings, step_area)
+from advlens.faithfulness import (feeds_head_alone, flip_k, flipped_within, grid_area, normalised, patch_auc,
+                                  patch_curve, random_rankings)
 from advlens.models import AnalysedModel, load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -126,11 +126,17 @@ def test_oracle_order_rises_monotonically_and_scores_highest():
     assert aucs[oracle] == aucs.max() and aucs[oracle] > np.sort(aucs)[-2]
 
 
-def test_step_area_is_the_right_step_rule_over_the_span():
-    # (q1·1 + q3·2) / 3 on ks 0, 1, 3
-    assert step_area(np.array([0, 1, 3]), np.array([0.0, 0.5, 1.0])) == pytest.approx((0.5 + 2.0) / 3)
+def test_grid_area_is_the_mean_over_k_of_the_interpolated_curve():
+    # q(1) = 0.5, q(2) = 0.75 (interpolated), q(3) = 1
+    assert grid_area(np.array([0, 1, 3]), np.array([0.0, 0.5, 1.0])) == pytest.approx(0.75)
+    rng = np.random.default_rng(0)
+    ks = np.array([0, 1, 2, 3, 7, 12, 30, 64])
+    values = rng.random((4, len(ks)))
+    full = np.arange(1, 65)
+    expected = [np.mean(np.interp(full, ks, row)) for row in values]  # plain mean over k = 1 … 64
+    np.testing.assert_allclose(grid_area(ks, values), expected, rtol=1e-12)
     with pytest.raises(ConfigError, match="ascending"):
-        step_area(np.array([0, 0]), np.array([0.0, 1.0]))
+        grid_area(np.array([0, 0]), np.array([0.0, 1.0]))
 
 
 # ------------------------------------------------------------------ the demo model

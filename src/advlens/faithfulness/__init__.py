@@ -2,13 +2,14 @@
 normalised area, flips, and the baseline orders. Pure computations on tensors and an
 :class:`~advlens.models.adapter.AnalysedModel`; no store, no Dash."""
 
-from advlens.faithfulness.auc import MIN_EFFECT, flip_k, flipped_within, normalised, patch_auc, step_area
+from advlens.faithfulness.auc import MIN_EFFECT, flip_k, flipped_within, grid_area, normalised, patch_auc
 from advlens.faithfulness.baselines import (DIFFERENCE_REDUCTIONS, difference_ranking, difference_scores,
                                             order_by_score, random_rankings)
-from advlens.faithfulness.curves import MODES, PatchCurve, check_ranking, feeds_head_alone, patch_curve
+from advlens.faithfulness.curves import (MODES, PatchCurve, check_ranking, default_ks, feeds_head_alone,
+                                         patch_curve)
 
 __all__ = [
-    "DIFFERENCE_REDUCTIONS", "MIN_EFFECT", "MODES", "PatchCurve", "check_ranking", "difference_ranking",
-    "difference_scores", "feeds_head_alone", "flip_k", "flipped_within", "normalised", "order_by_score",
-    "patch_auc", "patch_curve", "random_rankings", "step_area",
+    "DIFFERENCE_REDUCTIONS", "MIN_EFFECT", "MODES", "PatchCurve", "check_ranking", "default_ks",
+    "difference_ranking", "difference_scores", "feeds_head_alone", "flip_k", "flipped_within", "grid_area",
+    "normalised", "order_by_score", "patch_auc", "patch_curve", "random_rankings",
 ]

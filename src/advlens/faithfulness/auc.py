@@ -7,14 +7,16 @@ adversarial pass. It is normalised per pair to the share of the attack's effect 
     q(k) = (p(k) − p_start) / (p_end − p_start), clipped to [0, 1],
 
 where p_start is the tracked probability in the unpatched start pass (= p(0)) and p_end in the unpatched
-pass of the other image (= p(all) at a layer that alone feeds the head). The area is the step rule over
-the fraction of channels patched,
+pass of the other image (= p(all) at a layer that alone feeds the head). The area is the mean share over
+the patched counts of the curve's span,
 
-    AUC = Σ_{i ≥ 1} q(k_i) · (k_i − k_{i−1}) / (k_last − k_first),
+    AUC = mean of q(k) for k = k_first + 1, …, k_last,
 
-which for ks = 0, 1, …, K is the mean of q(1) … q(K): a ranking whose first channel alone reaches the
-whole effect scores 1; one that reaches it only with its last channel scores 1/K. A pair whose attack
-does not move the tracked probability (p_end − p_start ≤ :data:`MIN_EFFECT`) gets NaN.
+with q linearly interpolated between the computed ks (:func:`grid_area`). For ks = 0, 1, …, K it is the
+plain mean of q(1) … q(K): a ranking whose first channel alone reaches the whole effect scores 1; one that
+reaches it only with its last channel scores 1/K. A coarser grid (:func:`~advlens.faithfulness.curves.default_ks`)
+estimates the same quantity. A pair whose attack does not move the tracked probability
+(p_end − p_start ≤ :data:`MIN_EFFECT`) gets NaN.
 """
 
 from __future__ import annotations
@@ -43,21 +45,24 @@ def normalised(curve: PatchCurve, clip: bool = True) -> np.ndarray:
     return np.clip(q, 0.0, 1.0) if clip else q
 
 
-def step_area(ks: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Σ_{i≥1} v_i (k_i − k_{i−1}) / (k_last − k_first) along the last axis.
+def grid_area(ks: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Mean of the values at k = k_first + 1 … k_last, linearly interpolated between the given ks, along the
+    last axis (for consecutive ks: the right step rule Σ_{i≥1} v_i / (k_last − k_first)).
 
-    Shape: ks (n,) ascending, n ≥ 2; values (..., n) → (...).
+    Shape: ks (n,) strictly ascending, n ≥ 2; values (..., n) → (...).
     """
     ks = np.asarray(ks, dtype=np.float64)
     if ks.ndim != 1 or len(ks) < 2 or np.any(np.diff(ks) <= 0):
         raise ConfigError(f"an area needs at least two strictly ascending ks, got {ks.tolist()}"[:200])
-    widths = np.diff(ks) / (ks[-1] - ks[0])
-    return (np.asarray(values, dtype=np.float64)[..., 1:] * widths).sum(axis=-1)
+    v = np.asarray(values, dtype=np.float64)
+    width = np.diff(ks)  # per gap of w counts: Σ_{j=1..w} v_prev + (v_next − v_prev)·j/w
+    gaps = width * v[..., :-1] + (v[..., 1:] - v[..., :-1]) * (width + 1) / 2
+    return gaps.sum(axis=-1) / (ks[-1] - ks[0])
 
 
 def patch_auc(curve: PatchCurve) -> np.ndarray:
     """Normalised area under each pair's curve (see the module docstring). Shape: (P,) float64 in [0, 1] or NaN."""
-    return step_area(curve.ks, normalised(curve))
+    return grid_area(curve.ks, normalised(curve))
 
 
 def flip_k(curve: PatchCurve) -> np.ndarray:

@@ -26,8 +26,7 @@ def order_by_score(scores: torch.Tensor | np.ndarray) -> np.ndarray:
     Shape: scores (K,) or (P, K) → int64 of the same shape.
     """
     values = np.asarray(scores, dtype=np.float64)
-    keyed = np.where(np.isnan(values), np.inf, -values)
-    return np.argsort(keyed, axis=-1, kind="stable").astype(np.int64)
+    return np.argsort(-values, axis=-1, kind="stable").astype(np.int64)  # NumPy sorts NaN last
 
 
 def random_rankings(channels: int, seeds: Sequence[int]) -> np.ndarray:

@@ -38,6 +38,9 @@ MODES = ("insertion", "restoration")
 DEFAULT_BATCH = 256
 """(pair, k) items per patched forward pass."""
 
+DENSE_KS = 20
+""":func:`default_ks` computes every k up to this one (the flips within the top 1/5/10/20 neurons)."""
+
 
 @dataclass(frozen=True)
 class PatchCurve:
@@ -174,6 +177,23 @@ def check_ks(ks: Sequence[int] | np.ndarray | None, channels: int) -> np.ndarray
         raise ConfigError(f"ks must ascend strictly within 0 … {channels} (the layer's channels), got "
                           f"{values.tolist()}"[:200])
     return values
+
+
+def default_ks(channels: int, dense: int = DENSE_KS, points: int = 16) -> np.ndarray:
+    """A grid of ks for a layer of ``channels``: every k in 0 … ``dense``, then ``points`` more spaced
+    geometrically up to ``channels`` (all of them when ``channels`` ≤ ``dense`` + ``points``).
+
+    The area of a curve on this grid estimates the area on every k (:func:`~advlens.faithfulness.auc.grid_area`)
+    at a fraction of the forward passes: 37 instead of 257 for 256 channels.
+
+    Shape: (n,) int64, ascending, from 0 to ``channels``.
+    """
+    if not isinstance(channels, (int, np.integer)) or channels < 1:
+        raise ConfigError(f"channels must be a positive integer, got {channels!r}")
+    if channels <= dense + points:
+        return np.arange(channels + 1, dtype=np.int64)
+    tail = np.geomspace(dense, channels, points + 1)[1:]
+    return np.unique(np.concatenate([np.arange(dense + 1), np.round(tail)])).astype(np.int64)
 
 
 def _unpatched(model: AnalysedModel, images: torch.Tensor, layer: str,
