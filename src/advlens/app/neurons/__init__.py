@@ -1,5 +1,6 @@
-"""The Neurons page (paper 001, Fig. 2): image space on the left (Data Overview, Image Grid), neuron space
-on the right (Neuron Vulnerability, Receptive Field and Neuron Cluster Views), context images on demand.
+"""The Neurons page (paper 001, Fig. 2): image space on the left (Data Overview, Image Grid, and the what-if
+panel of issue 13), neuron space on the right (Neuron Vulnerability, Receptive Field and Neuron Cluster Views),
+context images on demand.
 
 One module per view, each with ``layout(session, …)``, ``register(app, session)`` and the plain functions
 behind its callbacks (taking the session and the browser's values, checking them, returning outputs).
@@ -13,24 +14,35 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
 from advlens.app import common, validate
 from advlens.app.common import URL, URL_WRITTEN, guarded
-from advlens.app.neurons import cluster_view, context_view, image_grid, neuron_view, overview, receptive_field
+from advlens.app.neurons import (
+    cluster_view,
+    context_view,
+    image_grid,
+    neuron_view,
+    overview,
+    receptive_field,
+    what_if_view,
+)
 from advlens.app.neurons.state import (
     CLASSES,
     CONTEXT,
+    EDIT_SOURCES,
     NEURON,
     NODES,
     PAIR,
     SELECTION,
+    edit_k,
     initial_selection,
     page_of_pair,
     query_string,
     state_from_query,
 )
 from advlens.app.urls import parse_query
+from advlens.faithfulness.what_if import EDIT_MODES
 
 PATH = "/neurons"
 TITLE = "Neurons"
-VIEWS = (overview, image_grid, neuron_view, receptive_field, cluster_view, context_view)
+VIEWS = (overview, image_grid, neuron_view, receptive_field, cluster_view, context_view, what_if_view)
 PROBLEMS = "neurons-url-problems"
 
 
@@ -50,7 +62,8 @@ def layout(session: Session, search: str | None = None) -> html.Div:
     page = page_of_pair(session, selection, state.pair, state.sort, image_grid.PAGE_SIZE)
     problems = html.Div(common.message([html.Div(p) for p in state.problems], "warning") if state.problems else None,
                         id=PROBLEMS, className="url-problems")
-    image_space = html.Div([overview.layout(session), image_grid.layout(session, state.sort, page)],
+    image_space = html.Div([overview.layout(session), image_grid.layout(session, state.sort, page),
+                            what_if_view.layout(session, state.edit, state.edit_of, state.k)],
                            className="image-space")
     neuron_space = html.Div([
         neuron_view.layout(session, state.measure),
@@ -61,13 +74,18 @@ def layout(session: Session, search: str | None = None) -> html.Div:
 
 
 @guarded(lambda text: (no_update, no_update))
-def url_query(session: Session, selection, pair, neuron, measure, sort, current: str | None = None) -> tuple:
-    """The URL query of the page's selection (twice: for the URL and for the record of what was written);
-    nothing to write when the URL already says the same (e.g. the page just opened on it)."""
+def url_query(session: Session, selection, pair, neuron, measure, sort, current: str | None = None,
+              edit: str | None = None, edit_of: str | None = None, k=None) -> tuple:
+    """The URL query of the page's selection and the what-if panel's state (twice: for the URL and for the record
+    of what was written); nothing to write when the URL already says the same (e.g. the page just opened on it).
+    An invalid k (typed into its box) leaves the URL as it is; the panel says what is wrong."""
     selection = validate.selection(session, selection)
     query = query_string(session, selection, validate.pair_id(session, pair), validate.neuron_id(session, neuron),
                          validate.choice(measure, NEURON_MEASURES, "measure"),
-                         validate.choice(sort, SORT_ORDERS, "sort order"))
+                         validate.choice(sort, SORT_ORDERS, "sort order"),
+                         None if edit is None else validate.choice(edit, EDIT_MODES, "edit"),
+                         None if edit_of is None else validate.choice(edit_of, EDIT_SOURCES, "edited selection"),
+                         None if k is None else edit_k(session, k))
     if parse_query(query) == parse_query(current if isinstance(current, str) else ""):
         return no_update, no_update
     return query, query
@@ -80,7 +98,8 @@ def register(app: Dash, session: Session) -> None:
         view.register(app, session)
     app.callback(Output(URL, "search", allow_duplicate=True), Output(URL_WRITTEN, "data", allow_duplicate=True),
                  Input(SELECTION, "data"), Input(PAIR, "data"), Input(NEURON, "data"),
-                 Input(neuron_view.MEASURE, "value"), Input(image_grid.SORT, "value"), State(URL, "search"),
-                 prevent_initial_call=True)(
-        lambda selection, pair, neuron, measure, sort, current: url_query(session, selection, pair, neuron, measure,
-                                                                          sort, current))
+                 Input(neuron_view.MEASURE, "value"), Input(image_grid.SORT, "value"),
+                 Input(what_if_view.IDS.mode, "value"), Input(what_if_view.SOURCE, "value"),
+                 Input(what_if_view.K, "value"), State(URL, "search"), prevent_initial_call=True)(
+        lambda selection, pair, neuron, measure, sort, edit, edit_of, k, current: url_query(
+            session, selection, pair, neuron, measure, sort, current, edit, edit_of, k))

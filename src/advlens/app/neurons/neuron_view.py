@@ -27,6 +27,9 @@ from advlens.errors import AdvlensError
 MEASURE = "neuron-measure"
 GRAPH = "neuron-graph"
 PATHWAYS_LINK = "neuron-pathways-link"
+PAIR_LINKS = "neuron-pair-links"
+BADGE_PAIR = "neuron-badge-pair"
+"""The pair whose faithfulness badges to compute, set once the "…" badges are drawn (the AUCs follow it)."""
 
 MEASURE_LABELS = {
     "band_gap": "band gap (neuron perturbation)",
@@ -177,7 +180,9 @@ def layout(session: Session, measure: str = DEFAULT_MEASURE) -> html.Section:
     return common.panel("Neuron Vulnerability View", [
         dcc.Loading(dcc.Graph(id=GRAPH, config=GRAPH_CONFIG, className="neuron-graph"),
                     delay_show=common.LOADING_DELAY_MS),
-        html.Div(id=PATHWAYS_LINK, className="page-link"),
+        dcc.Store(id=BADGE_PAIR, data=None),
+        html.Div([html.Div(id=PATHWAYS_LINK, className="page-link"), html.Div(id=PAIR_LINKS, className="page-link")],
+                 className="page-links"),
     ], controls, "neuron-view")
 
 
@@ -204,6 +209,17 @@ def pathways_link(session: Session, pair, neuron) -> html.Span | dcc.Link | None
                     href="/pathways" + make_query(params))
 
 
+@guarded(lambda text: common.message(text, "error"))
+def pair_links(session: Session, pair) -> list | None:
+    """Links to this pair on the Profiles and Datapaths pages (those pages check the id and say what they need)."""
+    if pair is None:
+        return None
+    pair = validate.pair_id(session, pair)
+    query = make_query({"pair": pair})
+    return [dcc.Link("Open this pair's activation profile", href=f"/profiles{query}"), html.Span(" · "),
+            dcc.Link("Open this pair's datapaths", href=f"/datapaths{query}")]
+
+
 @guarded(lambda text: no_update)
 def pick(session: Session, click_data, current) -> int:
     """The neuron of a click on the view."""
@@ -220,5 +236,6 @@ def register(app: Dash, session: Session) -> None:
                                                                         top_percent, kind))
     app.callback(Output(PATHWAYS_LINK, "children"), Input(PAIR, "data"), Input(NEURON, "data"))(
         lambda pair, neuron: pathways_link(session, pair, neuron))
+    app.callback(Output(PAIR_LINKS, "children"), Input(PAIR, "data"))(lambda pair: pair_links(session, pair))
     app.callback(Output(NEURON, "data"), Input(GRAPH, "clickData"), State(NEURON, "data"),
                  prevent_initial_call=True)(lambda click_data, current: pick(session, click_data, current))

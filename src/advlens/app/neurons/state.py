@@ -14,7 +14,9 @@ Stores (ids only, never arrays):
 URL query (``/neurons?true=6&adv=0&pair=12&neuron=40&measure=band_gap&sort=benign_drop``): ``true``/``adv``
 is the selected Prediction Matrix cell (a lasso selection is not written: it may hold thousands of
 pairs), ``pair`` and ``neuron`` the selected pair and neuron, ``measure`` the neuron order, ``sort`` the
-Image Grid order. Every value is checked on the server; an invalid one is reported and left out.
+Image Grid order; the what-if panel's ``edit`` (restore, attack, zero_adversarial, zero_benign), ``edit_of``
+(neuron, cluster, top) and ``k`` (the top k). Values at their defaults are left out. Every value is checked
+on the server; an invalid one is reported and left out.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
 from advlens.app import validate
 from advlens.app.urls import make_query
 from advlens.errors import AdvlensError
+from advlens.faithfulness.what_if import EDIT_MODES
 
 SELECTION = "selection-store"
 PAIR = "pair-store"
@@ -45,6 +48,12 @@ COMBINE_OP = "combine-op"
 DEFAULT_MEASURE = "band_gap"
 DEFAULT_SORT = "perturbation_asc"
 
+EDIT_SOURCES = ("neuron", "cluster", "top")
+"""What the what-if panel edits: the selected neuron, the selected dendrogram subtrees, the ranking's top k."""
+DEFAULT_EDIT = "restore"
+DEFAULT_EDIT_OF = "neuron"
+DEFAULT_EDIT_K = 10
+
 @dataclass
 class NeuronsState:
     """The selection the Neurons page opens on (checked ids) and what was wrong with the URL."""
@@ -54,6 +63,9 @@ class NeuronsState:
     neuron: int | None = None
     measure: str = DEFAULT_MEASURE
     sort: str = DEFAULT_SORT
+    edit: str = DEFAULT_EDIT
+    edit_of: str = DEFAULT_EDIT_OF
+    k: int | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -88,6 +100,9 @@ def state_from_query(session: Session, params: dict[str, str]) -> NeuronsState:
     state.neuron = read("neuron", lambda v: validate.neuron_id(session, v))
     state.measure = read("measure", lambda v: validate.choice(v, NEURON_MEASURES, "measure")) or DEFAULT_MEASURE
     state.sort = read("sort", lambda v: validate.choice(v, SORT_ORDERS, "sort order")) or DEFAULT_SORT
+    state.edit = read("edit", lambda v: validate.choice(v, EDIT_MODES, "edit")) or DEFAULT_EDIT
+    state.edit_of = read("edit_of", lambda v: validate.choice(v, EDIT_SOURCES, "edited selection")) or DEFAULT_EDIT_OF
+    state.k = read("k", lambda v: edit_k(session, v)) or default_k(session)
     if state.pair is not None:
         info = session.pair_info(state.pair)
         own = (info["label"], info["adv_pred"])
@@ -100,12 +115,27 @@ def state_from_query(session: Session, params: dict[str, str]) -> NeuronsState:
     return state
 
 
+def default_k(session: Session) -> int:
+    """The what-if panel's default number of top-ranked neurons: :data:`DEFAULT_EDIT_K`, at most every neuron."""
+    return min(DEFAULT_EDIT_K, session.num_neurons)
+
+
+def edit_k(session: Session, value) -> int:
+    """A number of top-ranked neurons for the what-if panel, 1 … K (the analysed layer's neurons)."""
+    k = validate.integer(default_k(session) if value is None else value, "k")
+    if not 1 <= k <= session.num_neurons:
+        raise validate.InvalidSelection(f"k {k} must be from 1 to {session.num_neurons} (the analysed layer's "
+                                        "neurons)")
+    return k
+
+
 def initial_selection(session: Session, state: NeuronsState) -> dict | None:
     return None if state.cell is None else cell_selection(session, *state.cell)
 
 
 def query_string(session: Session, selection: dict | None, pair: int | None, neuron: int | None,
-                 measure: str | None, sort: str | None) -> str:
+                 measure: str | None, sort: str | None, edit: str | None = None, edit_of: str | None = None,
+                 k: int | None = None) -> str:
     """The URL query of a selection (``""`` when there is nothing to say).
 
     The cell is left out when it is the pair's own (the URL's pair opens its cell), so the URL stays short.
@@ -125,6 +155,12 @@ def query_string(session: Session, selection: dict | None, pair: int | None, neu
         params["measure"] = measure
     if sort and sort != DEFAULT_SORT:
         params["sort"] = sort
+    if edit and edit != DEFAULT_EDIT:
+        params["edit"] = edit
+    if edit_of and edit_of != DEFAULT_EDIT_OF:
+        params["edit_of"] = edit_of
+    if k is not None and k != default_k(session):
+        params["k"] = k
     return make_query(params)
 
 
