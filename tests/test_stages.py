@@ -58,18 +58,18 @@ def _copy(root, tmp_path):
 
 
 def test_the_registry_lists_every_store_stage_after_the_ones_it_needs():
-    assert list(stages.REGISTRY) == list(STAGES) == [*CORE, "features", "sweep"]
+    assert list(stages.REGISTRY) == list(STAGES) == [*CORE, "features", "sweep", "profiles"]
     assert list(CORE_STAGES) == CORE
     assert {name: stage.requires for name, stage in stages.REGISTRY.items()} == {
         "predict": (), "attack": ("predict",), "activations": ("attack",), "statistics": ("attack",),
-        "projections": ("activations",), "features": ("predict",), "sweep": ("predict",)}
+        "projections": ("activations",), "features": ("predict",), "sweep": ("predict",), "profiles": ("predict",)}
     assert stages.default_stages() == [*CORE, "features", "sweep"]
     assert stages.plan(None) == [*CORE, "features", "sweep"]
     assert stages.plan(["features"]) == ["predict", "features"]
     assert stages.plan(["projections"]) == ["predict", "attack", "activations", "projections"]
     assert stages.plan(["features", "statistics"]) == ["predict", "attack", "statistics", "features"]
     assert stages.dependents("attack") == ["activations", "statistics", "projections"]
-    assert stages.dependents("predict") == [*CORE[1:], "features", "sweep"]
+    assert stages.dependents("predict") == [*CORE[1:], "features", "sweep", "profiles"]
     assert stages.dependents("features") == []
 
 
@@ -100,7 +100,7 @@ def test_an_old_store_without_features_stays_complete_and_gains_only_the_feature
     before = json.loads((root / "manifest.json").read_text())
     store = open_store(root)
     assert store.complete and store.finished_stages == CORE and not store.has_stage("features")
-    assert store.missing_stages == ["features", "sweep"]
+    assert store.missing_stages == ["features", "sweep", "profiles"]
     with pytest.raises(StoreError, match=r"no feature visualisations.*advlens prepare .*--stages features"):
         Session(store, model=model).features
     with pytest.raises(StoreError, match=r"has no 'features' stage .*--stages features"):
@@ -165,7 +165,7 @@ def test_info_lists_every_stage_and_the_command_that_adds_a_missing_one(core_sto
     assert "not prepared (optional)" in lines["features"]
     command = next(line.strip() for line in out.splitlines() if line.strip().startswith("advlens prepare"))
     args = build_parser().parse_args(shlex.split(command)[1:])
-    assert args.stages == ["features", "sweep"] and args.out == str(root) and args.model == "tests:tiny"
+    assert args.stages == ["features", "sweep", "profiles"] and args.out == str(root) and args.model == "tests:tiny"
 
 
 def test_cli_stages_option(tmp_path, capsys):

@@ -94,6 +94,14 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--sweep-per-class", type=int, default=argparse.SUPPRESS, metavar="N",
                        help="attack at most N benign true positives of each class, a seeded sample (default: 300)")
     sweep.add_argument("--sweep-steps", type=int, default=argparse.SUPPRESS, metavar="K", help="PGD iterations of the sweep (default: 7; α = ε/4)")
+    profiles = p.add_argument_group("profiles stage (activation profiles; recorded in the stage: --redo profiles "
+                                    "recomputes with new settings)")
+    profiles.add_argument("--profiles-background", type=int, default=argparse.SUPPRESS, metavar="N",
+                          help="background images of the aligned fit, a seeded sample of the examined images "
+                               "(default: 2000, or all when fewer; below 1000 profiles may not be representative)")
+    profiles.add_argument("--profiles-layers", default=argparse.SUPPRESS,
+                          metavar="A,B,...", help="the profile axes, layers in execution order each feeding the "
+                                                  "next (default: the block outputs + logits)")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -107,7 +115,8 @@ def _prepare(args: argparse.Namespace) -> int:
         target_class=args.target_class, random_start=args.random_start, adversarial_file=args.adversarial_file,
         seed=args.seed, batch_size=args.batch_size, device=args.device, trust_pickle=args.trust_pickle,
         feature_steps=DEFAULT_FEATURE_STEPS if args.feature_steps is None else args.feature_steps,
-        **{name: value for name in ("sweep_eps", "sweep_attacks", "sweep_per_class", "sweep_steps")
+        **{name: value for name in ("sweep_eps", "sweep_attacks", "sweep_per_class", "sweep_steps",
+                                    "profiles_background", "profiles_layers")
            if (value := getattr(args, name, None)) is not None},
     )
     store = prepare(config, args.out, overwrite=args.overwrite, redo=args.redo,

@@ -14,6 +14,12 @@ from advlens.models.fingerprint import model_fingerprint, tensor_digest
 from advlens.pipeline.sweep import DEFAULT_PER_CLASS, DEFAULT_SWEEP_EPS, DEFAULT_SWEEP_STEPS, SWEEP_ATTACKS
 from advlens.store import WEIGHTS_FILE
 
+DEFAULT_PROFILES_BACKGROUND = 2000
+"""Background images of the ``profiles`` stage (paper 002 §5.2: 2,000 in both case studies)."""
+MIN_PROFILES_BACKGROUND = 3
+"""The smallest background the aligned fit accepts: UMAP needs ``n_neighbors`` ≥ 2 and fewer neighbours than
+images (the stage uses ``n_neighbors = min(15, n − 1)``)."""
+
 ATTACKS = ("pgd", "fgsm", "file")
 NORMS = ("linf", "l2")
 MAX_SEED = 2**32 - 1  # NumPy and openTSNE take seeds below 2**32
@@ -84,6 +90,9 @@ class PrepareConfig:
     sweep_attacks: tuple[str, ...] = SWEEP_ATTACKS
     sweep_per_class: int = DEFAULT_PER_CLASS
     sweep_steps: int = DEFAULT_SWEEP_STEPS
+    # the profiles stage's settings (spec-002 §1.3), likewise recorded in its attrs only
+    profiles_background: int = DEFAULT_PROFILES_BACKGROUND
+    profiles_layers: tuple[str, ...] | str | None = None  # "a,b" or names; None: default_profile_layers(graph)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -125,6 +134,7 @@ class PrepareConfig:
         if isinstance(self.feature_steps, bool) or not isinstance(self.feature_steps, int) or self.feature_steps < 1:
             other.append(f"--feature-steps must be at least 1, got {self.feature_steps}")
         other += _sweep_problems(self)
+        other += _profiles_problems(self)
         if not (math.isfinite(self.tsne_perplexity) and self.tsne_perplexity > 0):
             other.append(f"the t-SNE perplexity must be positive, got {self.tsne_perplexity}")
         if self.weights is not None and not Path(self.weights).is_file():
@@ -134,10 +144,16 @@ class PrepareConfig:
         self.device = check_device(self.device)
 
     def validate_for(self, model: AnalysedModel) -> None:
-        """The checks that need the model: the target class must be one of its classes."""
+        """The checks that need the model: the target class must be one of its classes, the profiles
+        layers must be layers of it, in an order where each feeds the next (ConfigError)."""
         if self.target_class is not None and self.target_class >= model.num_classes:
             raise AttackError(f"--target-class {self.target_class} is not a class of the model "
                               f"(classes 0..{model.num_classes - 1})")
+        if self.profiles_layers is not None:
+            from advlens.pipeline.stages_profiles import check_profile_layers  # noqa: PLC0415 - it imports this module
+
+            self.profiles_layers = tuple(check_profile_layers(model.graph, self.profiles_layers,
+                                                              "--profiles-layers"))
 
     def attack_config(self) -> dict[str, Any]:
         """The attack part of the store fingerprint."""
@@ -158,7 +174,8 @@ class PrepareConfig:
                  "random_start": "--random-start", "trust_pickle": "--trust-pickle", "seed": "--seed",
                  "batch_size": "--batch-size", "feature_steps": "--feature-steps", "sweep_eps": "--sweep-eps",
                  "sweep_attacks": "--sweep-attacks", "sweep_per_class": "--sweep-per-class",
-                 "sweep_steps": "--sweep-steps"}
+                 "sweep_steps": "--sweep-steps", "profiles_background": "--profiles-background",
+                 "profiles_layers": "--profiles-layers"}
         paths = ("weights", "data_dir", "adversarial_file")
         defaults = PrepareConfig()
         args: list[str] = []
@@ -170,7 +187,7 @@ class PrepareConfig:
                 value = str(Path(value).resolve())
             if isinstance(value, bool):
                 args.append(flags[item.name])
-            elif isinstance(value, (tuple, list)):  # --sweep-eps, --sweep-attacks: comma-separated
+            elif isinstance(value, (tuple, list)):  # --sweep-eps, --sweep-attacks, --profiles-layers: comma-separated
                 args += [flags[item.name], ",".join(repr(v) if isinstance(v, float) else str(v) for v in value)]
             else:
                 args += [flags[item.name], str(Path(value).resolve()) if item.name in paths else repr(value)
@@ -197,6 +214,25 @@ def _sweep_problems(config: PrepareConfig) -> list[str]:
     for flag, value in (("--sweep-steps", config.sweep_steps), ("--sweep-per-class", config.sweep_per_class)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problems.append(f"{flag} must be at least 1, got {value}")
+    return problems
+
+
+def _profiles_problems(config: PrepareConfig) -> list[str]:
+    """What is wrong with the profiles stage's options that needs no model (empty when nothing is); a layer
+    list given as ``"a,b"`` becomes a tuple. The names are checked against the model by
+    :meth:`PrepareConfig.validate_for`."""
+    problems = []
+    n = config.profiles_background
+    if isinstance(n, bool) or not isinstance(n, int) or n < MIN_PROFILES_BACKGROUND:
+        problems.append(f"--profiles-background must be at least {MIN_PROFILES_BACKGROUND} images (UMAP needs 2 "
+                        f"neighbours and more images than neighbours; paper 002 uses {DEFAULT_PROFILES_BACKGROUND}), "
+                        f"got {n}")
+    layers = config.profiles_layers
+    if isinstance(layers, str):  # as the command line gives it
+        layers = config.profiles_layers = tuple(name.strip() for name in layers.split(",") if name.strip())
+    if layers is not None and (not isinstance(layers, (tuple, list)) or not layers
+                               or not all(isinstance(name, str) and name for name in layers)):
+        problems.append(f"--profiles-layers must list layer names such as layer1,layer2,fc, got {layers!r}")
     return problems
 
 

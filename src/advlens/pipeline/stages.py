@@ -2,8 +2,9 @@
 
 One module per stage family lists its stages (``stages_core``: paper 001's predict → attack →
 activations → statistics → projections; ``stages_features``: feature visualisations, dataset
-examples and channel statistics; ``stages_pathways``: the strength sweep of the pathways system). A later system adds a module, its records to :data:`FAMILIES`
-and its stage names to :data:`advlens.store.STAGES` (the store accepts only names it knows).
+examples and channel statistics; ``stages_pathways``: the strength sweep of the pathways system;
+``stages_profiles``: the aligned activation profiles). A later system adds a module, its records to
+:data:`FAMILIES` and its stage names to :data:`advlens.store.STAGES` (the store accepts only names it knows).
 
 ``prepare`` runs the stages :func:`plan` gives: the requested ones (default: every ``default``
 stage) plus the stages they require, in registry order, which puts every stage after those it needs.
@@ -14,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from advlens.errors import ConfigError
-from advlens.pipeline import stages_core, stages_features, stages_pathways
+from advlens.pipeline import stages_core, stages_features, stages_pathways, stages_profiles
 from advlens.pipeline.stage import Stage, StageContext, StageFunction
 from advlens.store import STAGES as STORE_STAGES
 
-FAMILIES: tuple[tuple[Stage, ...], ...] = (stages_core.STAGES, stages_features.STAGES, stages_pathways.STAGES)
+FAMILIES: tuple[tuple[Stage, ...], ...] = (stages_core.STAGES, stages_features.STAGES, stages_pathways.STAGES,
+                                           stages_profiles.STAGES)
 
 
 def _registry(families: Iterable[Sequence[Stage]]) -> dict[str, Stage]:

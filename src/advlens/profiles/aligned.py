@@ -19,6 +19,7 @@ the background groups do (paper 002 §6).
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -47,6 +48,21 @@ def self_distances(layer: np.ndarray) -> np.ndarray:
     distances = euclidean(layer, layer).astype(np.float32)
     np.fill_diagonal(distances, 0.0)
     return distances
+
+
+def warm_up() -> float:
+    """Compile umap-learn's numba code for the fit now (a small fit on a synthetic stack), so that a
+    progress report can show the compilation as its own phase; returns the seconds it took."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    stack = [rng.normal(size=(40, 4)).astype(np.float32) for _ in range(2)]
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the tiny background's warning is not the user's
+    try:
+        ActivationProfiles(n_neighbors=5, n_epochs=10).fit(stack)
+    finally:
+        logger.setLevel(level)
+    return time.perf_counter() - started
 
 
 class ActivationProfiles:

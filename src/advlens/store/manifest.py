@@ -26,7 +26,7 @@ DERIVED = "derived"
 FORMAT = "advlens-analysis-store"
 CORE_STAGES = ("predict", "attack", "activations", "statistics", "projections")
 """Paper 001's stages: a store holding all of them is ``complete`` (what the /neurons page needs)."""
-STAGES = (*CORE_STAGES, "features", "sweep")
+STAGES = (*CORE_STAGES, "features", "sweep", "profiles")
 """Every stage a store can hold, each after the stages it needs (``advlens.pipeline.stages`` checks that its
 registry lists the same names in the same order). Stages beyond :data:`CORE_STAGES` are optional: a store
 without them is complete, and ``prepare --stages NAME`` adds one without redoing the others."""
