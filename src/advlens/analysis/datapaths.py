@@ -206,10 +206,11 @@ class DatapathAnalysis(SessionCore):
                 continue
             if record.get("stages") != stamps or not isinstance(key, dict):
                 continue
-            if {k: v for k, v in key.items() if k != "pair"} == {k: v for k, v in wanted.items() if k != "pair"}:
-                pair = key.get("pair")
-                if isinstance(pair, int) and 0 <= pair < self.num_pairs and sidecar.with_suffix(".npz").is_file():
-                    mask[pair] = True
+            pair = key.get("pair")
+            if not (isinstance(pair, int) and 0 <= pair < self.num_pairs and sidecar.with_suffix(".npz").is_file()):
+                continue
+            if key == {**wanted, "pair": pair, "dataset_index": int(self.table["dataset_index"][pair])}:
+                mask[pair] = True
         return mask
 
     # ------------------------------------------------------------------ a pair's datapaths
