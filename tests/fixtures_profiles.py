@@ -57,3 +57,30 @@ def profiles_session(path, model) -> Session:
     session.cache.get_or_compute(("profiles-background",), lambda: background)
     session.has_profiles = lambda: True  # the tiny store has no profiles stage; the background stands in
     return session
+
+
+def with_selection_fits(session: Session) -> dict:
+    """Stand-ins for the kept fits of other layer selections (the tiny store has no profiles stage to key them
+    on): ``fit_profiles`` "fits" by first components and keeps the result in the returned dict, which
+    ``profiles_selection`` reads. Returns that dict (layers tuple → (n, L) embeddings)."""
+    kept: dict = {}
+    own_selection = session.profiles_selection
+
+    def selection(layers=None):
+        layers = session.check_profile_layers(layers)
+        if layers == session.profiles_background().layers:
+            return own_selection(layers)
+        return kept.get(layers)
+
+    def fit(layers, progress=None):
+        layers = session.check_profile_layers(layers)
+        activations = session.background_activations(layers)
+        for index, layer in enumerate(activations):
+            if progress is not None:
+                progress(index / len(activations), f"layer {index + 1} of {len(activations)}")
+        kept[layers] = np.stack([first_component(a) for a in activations], axis=1)
+        return kept[layers]
+
+    session.profiles_selection = selection
+    session.fit_profiles = fit
+    return kept

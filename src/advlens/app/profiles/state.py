@@ -1,0 +1,143 @@
+"""The Profiles page's selection: component ids, the checked state, and the URL query that holds it.
+
+URL query (``/profiles?pair=12&layers=layer1,layer2,fc&layer=layer2&unit=5&colour=true&view=histograms``):
+
+- ``pair`` (shared with every page): the foreground pair, 0 … P−1 (default 0);
+- ``layers``: the Flow View's axes, comma separated, sequential (default: the profiles stage's layers);
+- ``layer``: the layer the Layer View shows; ``unit``: its unit whose detail is open;
+- ``colour``: ``pred`` (default) or ``true``; ``view``: ``lines`` (default) or ``histograms``;
+- ``reduction`` (mean/max/difference/direct), ``set`` (``pair``, ``class:K``, ``group``), ``scalar``
+  (max/abs_sum/auto), ``image`` (benign/adversarial, for ``direct``).
+
+The Neurons page links here as ``/profiles?pair=N``. Every value is checked on the server; an invalid one
+is reported and replaced by its default. Stores hold names and ids only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from advlens.analysis import Session
+from advlens.analysis.profiles import COLOUR_BY, FLOW_MODES, IMAGES
+from advlens.app import validate
+from advlens.app.model import selection as layer_selection
+from advlens.app.urls import SHARED_KEYS, make_query, parse_query
+from advlens.errors import AdvlensError
+from advlens.profiles import REDUCTIONS, UNIT_SCALARS
+
+PAIR = "profiles-pair"
+LAYERS = "profiles-layers"
+AXIS = "profiles-axis"
+UNIT = "profiles-unit"
+GROUP = "profiles-group"
+COLOUR = "profiles-colour"
+MODE = "profiles-mode"
+BETA = "profiles-beta"
+REDUCTION = "profiles-reduction"
+SET = "profiles-set"
+SCALAR = "profiles-scalar"
+IMAGE = "profiles-image"
+PROBLEMS = "profiles-url-problems"
+
+DEFAULTS = {"colour": "pred", "view": "lines", "reduction": "difference", "set": "pair", "scalar": "auto",
+            "image": "adversarial"}
+
+
+@dataclass
+class ProfilesState:
+    """The selection the page opens on (checked) and what was wrong with the URL."""
+
+    pair: int = 0
+    layers: list[str] = field(default_factory=list)
+    layer: str | None = None
+    unit: int | None = None
+    colour: str = DEFAULTS["colour"]
+    view: str = DEFAULTS["view"]
+    reduction: str = DEFAULTS["reduction"]
+    image_set: str = DEFAULTS["set"]
+    scalar: str = DEFAULTS["scalar"]
+    image: str = DEFAULTS["image"]
+    problems: list[str] = field(default_factory=list)
+
+
+def check_layers(session: Session, layers) -> list[str]:
+    """The axes from the browser: the stage's layers for an empty selection, else a checked sequential list."""
+    if not layers:
+        return session.profile_layers()
+    try:
+        return list(session.check_profile_layers(list(layers) if isinstance(layers, (list, tuple)) else layers))
+    except AdvlensError as exc:
+        raise validate.InvalidSelection(str(exc)) from None
+
+
+def check_axis(session: Session, value) -> str | None:
+    """The Layer View's layer (any layer of the model); None passes."""
+    if value is None:
+        return None
+    return validate.layer_name(session.model.graph, value, "Layer View layer")
+
+
+def check_unit(session: Session, layer: str | None, value) -> int | None:
+    """A unit of the Layer View's layer; None passes (and is required without a layer)."""
+    if value is None or layer is None:
+        return None
+    return validate.channel_id(value, session.model.graph[layer].channels, layer)
+
+
+def check_set(session: Session, value) -> str:
+    """``pair``, ``group`` or ``class:K``."""
+    if value in ("pair", "group"):
+        return value
+    if isinstance(value, str) and value.startswith("class:"):
+        validate.class_id(session, value[6:], "background class")
+        return f"class:{int(value[6:])}"
+    raise validate.InvalidSelection(f"image set {str(value)[:40]!r} is not pair, group or class:K")
+
+
+def state_from_query(session: Session, search: str | None) -> ProfilesState:
+    """Read the page's selection from the URL (the stage must exist); invalid values are reported and dropped."""
+    params = parse_query(search)
+    state = ProfilesState()
+
+    def read(key, check, default):
+        if key not in params:
+            return default
+        try:
+            return check(params[key])
+        except AdvlensError as exc:
+            state.problems.append(f"URL parameter {key}={params[key]!r}: {exc}")
+            return default
+
+    state.pair = read("pair", lambda v: validate.pair_id(session, v), 0)
+    graph = session.model.graph
+    state.layers = read("layers", lambda v: check_layers(session, layer_selection.parse_layers(graph, v)),
+                        session.profile_layers())
+    state.layer = read("layer", lambda v: check_axis(session, v), None)
+    state.unit = read("unit", lambda v: check_unit(session, state.layer, v), None)
+    state.colour = read("colour", lambda v: validate.choice(v, COLOUR_BY, "colour by"), DEFAULTS["colour"])
+    state.view = read("view", lambda v: validate.choice(v, FLOW_MODES, "view"), DEFAULTS["view"])
+    state.reduction = read("reduction", lambda v: validate.choice(v, REDUCTIONS, "reduction"), DEFAULTS["reduction"])
+    state.image_set = read("set", lambda v: check_set(session, v), DEFAULTS["set"])
+    if state.image_set == "group":
+        state.problems.append("URL parameter set=group: a brushed group is not kept in the URL; brush an axis again")
+        state.image_set = "pair"
+    state.scalar = read("scalar", lambda v: validate.choice(v, UNIT_SCALARS, "unit scalar"), DEFAULTS["scalar"])
+    state.image = read("image", lambda v: validate.choice(v, IMAGES, "image"), DEFAULTS["image"])
+    return state
+
+
+def query_string(session: Session, pair: int, layers: list[str], layer: str | None, unit: int | None,
+                 options: dict[str, str], current: str | None = None) -> str:
+    """The URL query of a selection (defaults left out); the other shared keys of ``current`` are kept."""
+    kept = {k: v for k, v in parse_query(current).items() if k in SHARED_KEYS and k != "pair"}
+    params: dict[str, object] = {"pair": pair}
+    if list(layers) != session.profile_layers():
+        params["layers"] = layer_selection.format_layers(layers)
+    if layer is not None:
+        params["layer"] = layer
+        if unit is not None:
+            params["unit"] = unit
+    for key, value in options.items():
+        if value != DEFAULTS[key] and not (key == "set" and value == "group"):
+            params[key] = value
+    return make_query({**params, **kept})
