@@ -216,7 +216,7 @@ def test_attack_killed_mid_stage_resumes_from_its_last_batch(tmp_path, tiny_mode
     monkeypatch.setattr(PGD, "perturb", dying)
     with pytest.raises(KeyboardInterrupt):
         prepare(config, tmp_path / "s", model=tiny_model, data=tiny_data)
-    assert len(list((tmp_path / "s").glob(".work-attack-*/*.npy"))) == 2
+    assert len(list((tmp_path / "s").glob(".work-attack-*/*.npz"))) == 2
     calls.clear()
     monkeypatch.setattr(PGD, "perturb", lambda self, x, y: (calls.append(len(x)), original(self, x, y))[1])
     resumed = prepare(config, tmp_path / "s", model=tiny_model, data=tiny_data)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from advlens.data import ImageDataset
 from advlens.models import AnalysedModel
 from advlens.pipeline.config import PrepareConfig
 from advlens.store import AnalysisStore, StageWriter
+
+if TYPE_CHECKING:
+    from advlens.pipeline.executor import Executor
 
 
 @dataclass
@@ -34,6 +37,8 @@ class StageContext:
     data: ImageDataset
     store: Callable[[], AnalysisStore]
     root: Path
+    executor: Executor | None = None
+    """Where sharded stages run their batches (:mod:`advlens.pipeline.executor`); None: in this process."""
 
     def work_dir(self, stage: str, key: Any = None) -> Path:
         """A folder for a stage's checkpoints, removed once the stage is committed.

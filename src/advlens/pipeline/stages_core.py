@@ -9,16 +9,16 @@ store's core (:data:`advlens.store.CORE_STAGES`): a store holding them is ``comp
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from advlens import measures
 from advlens.attacks import FGSM, PGD, PrecomputedAttack
 from advlens.errors import AttackError
 from advlens.models import AnalysedModel
+from advlens.pipeline.executor import run_sharded, shards
 from advlens.pipeline.stage import Stage, StageContext
 from advlens.projections import tsne_embedding
 from advlens.store import StageWriter
@@ -74,12 +74,6 @@ def _make_attack(ctx: StageContext):
     raise AttackError(f"unknown attack {cfg.attack!r}; use pgd, fgsm or file")
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
 def _targets(ctx: StageContext, labels: torch.Tensor) -> torch.Tensor:
     """Attack labels: true labels, or for targeted attacks the target class (default: next class)."""
     if not ctx.config.targeted:
@@ -89,8 +83,22 @@ def _targets(ctx: StageContext, labels: torch.Tensor) -> torch.Tensor:
     return (labels + 1) % ctx.model.num_classes
 
 
+def _attack_shard(shared: dict, part: slice) -> dict[str, np.ndarray]:
+    """One batch of the attack stage (an executor task): the adversarial images of rows ``part``."""
+    attack = shared["attack"]
+    if isinstance(attack, PGD):
+        attack.reseed(shared["seed"] * 1_000_003 + part.start)
+    device = torch.device(shared["device"])
+    adversarial = attack(shared["benign"][part].to(device), shared["target"][part].to(device))
+    return {"adversarial": adversarial.cpu().numpy()}
+
+
 def run_attack(ctx: StageContext, out: StageWriter) -> dict:
-    """Attack the true positives and record predictions, perturbation sizes and success."""
+    """Attack the true positives and record predictions, perturbation sizes and success.
+
+    The batches run on the configured executor (``--executor local|ray``): each is a task computing its
+    adversarial images, checkpointed as it finishes, so a killed run resumes with the missing batches.
+    """
     predict = ctx.store().group("predict")
     rows = np.flatnonzero(predict["true_positive"][:])
     indices = predict["dataset_index"][:][rows]
@@ -101,24 +109,18 @@ def run_attack(ctx: StageContext, out: StageWriter) -> dict:
     adversarial = torch.zeros_like(benign)
     attacked = np.ones(count, dtype=bool)
     adv_probs = np.zeros((count, classes), dtype=np.float32)
-    checkpoints = ctx.work_dir("attack")
-    resumed = 0
-    for part in ctx.batches(count, "attack"):
-        checkpoint = checkpoints / f"{part.start:08d}.npy"
-        if isinstance(attack, PrecomputedAttack):
+    parts = shards(count, ctx.config.batch_size)
+    if isinstance(attack, PrecomputedAttack):
+        for part in parts:
             adversarial[part], attacked[part] = attack.lookup(indices[part])
-        elif checkpoint.is_file():  # finished by an interrupted run
-            adversarial[part] = torch.from_numpy(np.load(checkpoint))
-            resumed += 1
-        else:
-            if isinstance(attack, PGD):
-                attack.reseed(ctx.config.seed * 1_000_003 + part.start)
-            target = _targets(ctx, labels[part]).to(ctx.device)
-            adversarial[part] = attack(benign[part].to(ctx.device), target).cpu()
-            _save_atomic(checkpoint, adversarial[part].numpy())
+    else:
+        shared = {"attack": attack, "benign": benign, "target": _targets(ctx, labels), "seed": ctx.config.seed,
+                  "device": str(ctx.device)}
+        for part, result in run_sharded(ctx.executor, _attack_shard, shared, parts, ctx.work_dir("attack"),
+                                        "attack"):
+            adversarial[part] = torch.from_numpy(result["adversarial"])
+    for part in tqdm(parts, desc="attack predictions", unit="batch", disable=len(parts) < 2):
         adv_probs[part] = _probabilities(ctx.model, adversarial[part], ctx.device).numpy()
-    if resumed:
-        logger.info("attack: resumed %d finished batches of an interrupted run", resumed)
     adv_pred = adv_probs.argmax(1) if count else np.zeros(0, dtype=np.int64)
     label_np = labels.numpy()
     success = attacked & (adv_pred != label_np)
