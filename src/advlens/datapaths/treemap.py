@@ -211,7 +211,8 @@ def candidate_layout(sets: Sequence[Collection[int]], order: Sequence[int], shar
         for atom, rect in atom_rects.items():
             items = sorted(atoms[atom], key=lambda m: (-float(values[m]), m)) if values is not None else atoms[atom]
             leaf_cells.extend(Leaf(m, atom, cell) for m, cell in zip(items, _split(rect, [1] * len(items))))
-    layout = TreemapLayout(atoms=atoms, parents=parents, order=tuple(order), shared_first=tuple(map(bool, shared_first)),
+    layout = TreemapLayout(atoms=atoms, parents=parents, order=tuple(order),
+                           shared_first=tuple(map(bool, shared_first)),
                            set_rects=set_rects, atom_rects=atom_rects, leaves=tuple(leaf_cells), cost=0.0)
     cost = eq6_cost(atom_rects, layout.set_center)
     return TreemapLayout(**{**layout.__dict__, "cost": cost})
