@@ -13,6 +13,7 @@ class with the axes as columns and the bins as rows, on one shared inferno scale
 from __future__ import annotations
 
 import numpy as np
+from plotly.colors import sequential
 
 from advlens.analysis.profiles import FlowData
 from advlens.app.common import class_color, rgba
@@ -29,6 +30,8 @@ HISTOGRAM_WIDTH = 0.42
 FLOW_DOMAIN = (0.0, 0.66)
 PRINT_DOMAIN = (0.70, 1.0)
 HEIGHT = 560
+INFERNO = [[i / (len(sequential.Inferno) - 1), color] for i, color in enumerate(sequential.Inferno)]
+"""Inferno as an explicit scale: plotly.js has no built-in "Inferno" (plotly.py expands the name itself)."""
 
 
 def line_alpha(count: int) -> float:
@@ -146,7 +149,7 @@ def _fingerprints(flow: FlowData, names: list[str]) -> tuple[list[dict], list[di
         annotations.append({"x": offset + (count - 1) / 2, "y": 1.0, "xref": "x2", "yref": "paper",
                             "text": names[label][:10], "showarrow": False, "yanchor": "bottom",
                             "font": {"size": 10, "color": class_color(label)}})
-    coloraxis = {"colorscale": "Inferno", "cmin": 0.0, "cmax": top,
+    coloraxis = {"colorscale": INFERNO, "cmin": 0.0, "cmax": top,
                  "colorbar": {"title": {"text": "share", "side": "right"}, "thickness": 10, "len": 0.6,
                               "tickformat": ".0%", "x": 1.01}}
     return traces, annotations, coloraxis
@@ -180,9 +183,9 @@ def flow_figure(flow: FlowData, names: list[str], pair_text: str, group: np.ndar
         "xaxis": {"domain": list(FLOW_DOMAIN), "range": [-0.4, count - 0.5 + (0.1 if flow.lines is None else 0)],
                   "tickvals": list(range(count)), "ticktext": list(flow.layers), "tickangle": -25,
                   "showgrid": False, "zeroline": False, "fixedrange": True},
-        "yaxis": {"range": [low, high], "showticklabels": False, "showgrid": False, "zeroline": False,
+        "yaxis": {"range": [low, high], "showticklabels": False, "ticks": "", "showgrid": False, "zeroline": False,
                   "fixedrange": True, "title": {"text": "aligned 1-D position (no unit)", "font": {"size": 11}}},
-        "xaxis2": {"domain": list(PRINT_DOMAIN), "anchor": "y", "showticklabels": False, "showgrid": False,
+        "xaxis2": {"domain": list(PRINT_DOMAIN), "anchor": "y", "showticklabels": False, "ticks": "", "showgrid": False,
                    "zeroline": False, "fixedrange": True},
         "coloraxis": coloraxis, "shapes": shapes, "annotations": annotations,
     })

@@ -162,7 +162,7 @@ def unit_maps_figure(detail: UnitDetail) -> dict:
                      "hovertemplate": f"{title}: %{{z:.3g}}<extra></extra>"})
     layout = {"height": 170, "margin": {"l": 4, "r": 30, "t": 20, "b": 4}, "plot_bgcolor": "#ffffff",
               "annotations": []}
-    for index, title in enumerate(("benign", "adversarial", "adv − benign")):
+    for index, title in enumerate(("benign", "adversarial", "difference")):
         suffix = "" if index == 0 else str(index + 1)
         left = index / 3
         layout[f"xaxis{suffix}"] = {"visible": False, "domain": [left + 0.01, left + 0.31], "anchor": f"y{suffix}"}
