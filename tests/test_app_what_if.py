@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 from dash import no_update
+from dash.exceptions import PreventUpdate
 
 from app_fixtures import texts, tiny_store, walk
 
@@ -218,3 +219,38 @@ def test_the_neurons_page_links_to_the_pairs_profile_and_datapaths(session, pair
     assert "pair 9999 does not exist" in texts(neuron_view.pair_links(session, 9999))
     page = neurons_layout(session, f"?pair={pair}")
     assert find(page, neuron_view.PAIR_LINKS) is not None and find(page, neuron_view.PATHWAYS_LINK) is not None
+
+
+# ------------------------------------------------------------------------------------------------ badges
+def test_the_badges_show_each_measures_insertion_auc_once_computed(session, pair):
+    from advlens.app.neurons import badges
+
+    plain, record = badges.request(session, None, None, 20, None)
+    assert record is None and [o["label"] for o in plain] == list(neuron_view.MEASURE_LABELS.values())
+    pending, record = badges.request(session, pair, None, 20, None)
+    assert record == {"pair": pair, "options": {}}  # the view's defaults: the AUCs every caller shares
+    assert all(o["label"].endswith(" · AUC …") for o in pending)
+    assert badges.request(session, pair, None, 35, "ci")[1]["options"] == {"top_percent": 35.0, "kind": "ci"}
+    options = badges.compute(session, record)
+    aucs = session.measure_faithfulness(pair, mode="insertion")
+    best = max(aucs, key=aucs.get)
+    for option in options:
+        name, badge = option["label"].split(" · AUC ")
+        assert name == neuron_view.MEASURE_LABELS[option["value"]]
+        assert badge == f"{aucs[option['value']]:.2f}" + (" (best)" if option["value"] == best else "")
+        assert f"pair {pair}" in option["title"]
+    assert [o["value"] for o in options] == list(neuron_view.MEASURE_LABELS)
+
+
+def test_the_badges_say_when_there_is_no_auc(session, pair):
+    from advlens.app.neurons import badges
+
+    options = badges.measure_options({"band_gap": 0.5, "iou_bmap": float("nan"), "iou_amap": 0.75,
+                                      "substitution": 0.25}, pair=pair)
+    assert [o["label"].split(" · AUC ")[1] for o in options] == ["0.50", "n/a", "0.75 (best)", "0.25"]
+    broken = badges.compute(session, {"pair": 9999, "options": {}})
+    assert all(o["label"].endswith("AUC n/a") and "pair 9999 does not exist" in o["title"] for o in broken)
+    assert "top p% 500" in badges.compute(session, {"pair": pair, "options": {"top_percent": 500}})[0]["title"]
+    assert "badge request" in badges.compute(session, {"pair": pair})[0]["title"]
+    with pytest.raises(PreventUpdate):
+        badges.compute(session, None)

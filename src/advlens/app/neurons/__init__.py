@@ -15,6 +15,7 @@ from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
 from advlens.app import common, validate
 from advlens.app.common import URL, URL_WRITTEN, guarded
 from advlens.app.neurons import (
+    badges,
     cluster_view,
     context_view,
     image_grid,
@@ -42,7 +43,7 @@ from advlens.faithfulness.what_if import EDIT_MODES
 
 PATH = "/neurons"
 TITLE = "Neurons"
-VIEWS = (overview, image_grid, neuron_view, receptive_field, cluster_view, context_view, what_if_view)
+VIEWS = (overview, image_grid, neuron_view, badges, receptive_field, cluster_view, context_view, what_if_view)
 PROBLEMS = "neurons-url-problems"
 
 

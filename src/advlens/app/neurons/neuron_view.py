@@ -21,15 +21,21 @@ from advlens.app import common, validate
 from advlens.app.common import GRAPH_CONFIG, SELECTED_COLOR, class_color, empty_figure, error_figure, guarded, rgba
 from advlens.app.figures import figure, typed_array
 from advlens.app.urls import make_query
-from advlens.app.neurons.state import BAND_KIND, DEFAULT_MEASURE, NEURON, PAIR, RF_QUANTILE, TOP_PERCENT
+from advlens.app.neurons.state import (
+    BADGE_REQUEST,
+    BAND_KIND,
+    DEFAULT_MEASURE,
+    NEURON,
+    PAIR,
+    RF_QUANTILE,
+    TOP_PERCENT,
+)
 from advlens.errors import AdvlensError
 
 MEASURE = "neuron-measure"
 GRAPH = "neuron-graph"
 PATHWAYS_LINK = "neuron-pathways-link"
 PAIR_LINKS = "neuron-pair-links"
-BADGE_PAIR = "neuron-badge-pair"
-"""The pair whose faithfulness badges to compute, set once the "…" badges are drawn (the AUCs follow it)."""
 
 MEASURE_LABELS = {
     "band_gap": "band gap (neuron perturbation)",
@@ -180,7 +186,7 @@ def layout(session: Session, measure: str = DEFAULT_MEASURE) -> html.Section:
     return common.panel("Neuron Vulnerability View", [
         dcc.Loading(dcc.Graph(id=GRAPH, config=GRAPH_CONFIG, className="neuron-graph"),
                     delay_show=common.LOADING_DELAY_MS),
-        dcc.Store(id=BADGE_PAIR, data=None),
+        dcc.Store(id=BADGE_REQUEST, data=None),
         html.Div([html.Div(id=PATHWAYS_LINK, className="page-link"), html.Div(id=PAIR_LINKS, className="page-link")],
                  className="page-links"),
     ], controls, "neuron-view")

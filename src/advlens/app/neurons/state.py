@@ -9,7 +9,9 @@ Stores (ids only, never arrays):
 - ``nodes``: dendrogram node ids picked in the Neuron Cluster View, with the tree they refer to (pair, RF
   threshold, distance, linkage), ``{"pair": id, "quantile": level, "metric": name, "method": name,
   "nodes": [ids]}``, or ``None``;
-- ``classes``: the classes the Data Overview shows, ``{"rows": [ids], "cols": [ids]}``.
+- ``classes``: the classes the Data Overview shows, ``{"rows": [ids], "cols": [ids]}``;
+- ``badge request`` (inside the Neuron Vulnerability View): the pair and ranking options whose faithfulness
+  badges to compute, ``{"pair": id, "options": {...}}``, or ``None``.
 
 URL query (``/neurons?true=6&adv=0&pair=12&neuron=40&measure=band_gap&sort=benign_drop``): ``true``/``adv``
 is the selected Prediction Matrix cell (a lasso selection is not written: it may hold thousands of
@@ -37,6 +39,8 @@ NEURON = "neuron-store"
 NODES = "nodes-store"
 CLASSES = "classes-store"
 CONTEXT = "context-store"
+BADGE_REQUEST = "badge-request-store"
+"""The pair and ranking options whose faithfulness badges to compute (see :mod:`advlens.app.neurons.badges`)."""
 
 RF_QUANTILE = "rf-quantile"
 BAND_KIND = "band-kind"
