@@ -152,6 +152,8 @@ def _one_line(err: str) -> str:
     (["--targeted", "--target-class", "7"], "--target-class 7 is not a class of the model (classes 0..2)"),
     (["--layer", "nope"], "no layer named 'nope'"),
     (["--device", "gpu0"], "--device 'gpu0' is not a device"),
+    (["--augment", "4"], "--augment applies to the photos and imagenet-folder datasets"),
+    (["--ray-address", "auto"], "--ray-address needs --executor ray"),
 ])
 def test_bad_parameters_are_refused_before_any_work(tmp_path, capsys, user_prepare, extra, message):
     code, _, err = _run(capsys, *user_prepare, *extra, "--out", str(tmp_path / "s"))

@@ -83,3 +83,30 @@ def test_ray_and_local_executors_give_equal_attack_batches(tmp_path, one_thread)
         assert np.array_equal(mine["adversarial"], theirs["adversarial"])
     delta = np.concatenate([r["adversarial"] for _, r in local]) - images.numpy()
     assert 0 < np.abs(delta).max() <= 8 / 255 + 1e-6  # a real attack ran (random start: seeded per batch)
+
+
+@pytest.mark.slow
+def test_prepare_on_ray_writes_the_same_store_as_the_local_executor(tmp_path, one_thread):
+    import ray  # the dev extra installs it
+
+    from advlens.data import ImageDataset
+    from advlens.models.registry import load_model
+    from advlens.pipeline import PrepareConfig, prepare
+
+    model = load_model("fashion-resnet")
+    images = torch.rand(48, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        labels = model(images).argmax(1)  # every image a true positive, so every one is attacked
+    data = ImageDataset(images, labels, model.class_names, "generated", "test")
+    stores = {}
+    try:
+        for executor in ("local", "ray"):
+            config = PrepareConfig(dataset="generated", steps=3, batch_size=16, executor=executor)
+            stores[executor] = prepare(config, tmp_path / executor, model=model, data=data,
+                                       stages=("predict", "attack"))
+    finally:
+        ray.shutdown()
+    local, remote = stores["local"].group("attack"), stores["ray"].group("attack")
+    assert int(local.attrs["attacked"]) == 48
+    for name in ("adversarial", "adv_pred", "adv_probs", "success", "linf"):
+        assert np.array_equal(local[name][:], remote[name][:]), name

@@ -50,13 +50,20 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("prepare", help="attack a dataset and write an analysis store",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="fashion-resnet",
-                   help="fashion-resnet, cifar-resnet18 or module.path:factory")
+                   help="fashion-resnet, fashion-cnn, efficientnet-lite0 (pretrained ImageNet), cifar-resnet18 or "
+                        "module.path:factory")
     p.add_argument("--weights", help="weights file (.safetensors or a torch state dict)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow full unpickling of a torch checkpoint (only for files you trust); the store keeps "
                         "a safetensors copy of the weights, so opening the store later needs no unpickling")
     p.add_argument("--layer", dest="analysed_layer", help="analysed layer (dotted name); default: last conv stage")
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, cifar10, folder, npz or FILE.npz")
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="fashion-mnist, cifar10, folder, npz, FILE.npz, photos (the real photos scikit-image and "
+                        "scikit-learn ship, ImageNet-labelled) or imagenet-folder (--data-dir with one folder per "
+                        "ImageNet class, named by WordNet id or class name)")
+    p.add_argument("--augment", type=int, default=0, metavar="N",
+                   help="photos / imagenet-folder: N views of each photo (the centre crop and N-1 seeded random "
+                        "crops, flips and colour jitter) to form class sets")
     p.add_argument("--split", default="test", help="train or test")
     p.add_argument("--data-dir", help="folder of the dataset files (for npz: the file)")
     p.add_argument("--limit", type=int, help="examine only the first N images")
@@ -83,6 +90,11 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--redo", choices=STAGES, metavar="STAGE",
                    help=f"compute STAGE and the finished stages that depend on it again, e.g. after "
                         f"`advlens info --verify` found it damaged ({', '.join(STAGES)})")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the attack's batches run: this process, or tasks on Ray (pip install "
+                        "'advlens[ray]'); both write the same store")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="with --executor ray: the cluster (auto, ray://head:10001); default: a local Ray instance")
     p.add_argument("--feature-steps", type=int, metavar="N",
                    help="feature-visualisation steps of the features stage (default: the benchmarked 32; recorded "
                         "in the stage, not part of the store's identity: --redo features recomputes with new ones)")
@@ -110,7 +122,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
     config = PrepareConfig(
         model=args.model, weights=args.weights, analysed_layer=args.analysed_layer, dataset=args.dataset,
-        split=args.split, data_dir=args.data_dir, limit=args.limit, attack=args.attack, eps=args.eps,
+        split=args.split, data_dir=args.data_dir, limit=args.limit, augment=args.augment, executor=args.executor,
+        ray_address=args.ray_address, attack=args.attack, eps=args.eps,
         alpha=args.alpha, steps=args.steps, norm=args.norm, targeted=args.targeted,
         target_class=args.target_class, random_start=args.random_start, adversarial_file=args.adversarial_file,
         seed=args.seed, batch_size=args.batch_size, device=args.device, trust_pickle=args.trust_pickle,

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from advlens.data import ImageDataset
+from advlens.data import AUGMENTED, ImageDataset
 from advlens.errors import AttackError, ConfigError
 from advlens.models import AnalysedModel
 from advlens.models.fingerprint import model_fingerprint, tensor_digest
@@ -70,6 +70,7 @@ class PrepareConfig:
     split: str = "test"
     data_dir: str | None = None
     limit: int | None = None
+    augment: int = 0  # views per photo (photos, imagenet-folder): part of the data, so of the store's identity
     attack: str = "pgd"
     eps: float = 8 / 255
     alpha: float = 2 / 255
@@ -93,6 +94,9 @@ class PrepareConfig:
     # the profiles stage's settings (spec-002 §1.3), likewise recorded in its attrs only
     profiles_background: int = DEFAULT_PROFILES_BACKGROUND
     profiles_layers: tuple[str, ...] | str | None = None  # "a,b" or names; None: default_profile_layers(graph)
+    # where the sharded stages run (not part of the store's identity: every executor writes the same arrays)
+    executor: str = "local"
+    ray_address: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -129,6 +133,10 @@ class PrepareConfig:
             other.append(f"--limit must be at least 1, got {self.limit}")
         if self.batch_size < 1:
             other.append(f"--batch-size must be at least 1, got {self.batch_size}")
+        if isinstance(self.augment, bool) or not isinstance(self.augment, int) or self.augment < 0:
+            other.append(f"--augment must be 0 or more views per photo, got {self.augment}")
+        elif self.augment and self.dataset not in AUGMENTED:
+            other.append(f"--augment applies to the {' and '.join(AUGMENTED)} datasets, not {self.dataset!r}")
         if not 0 <= self.seed <= MAX_SEED:
             other.append(f"--seed must lie in 0..{MAX_SEED}, got {self.seed}")
         if isinstance(self.feature_steps, bool) or not isinstance(self.feature_steps, int) or self.feature_steps < 1:
@@ -168,7 +176,7 @@ class PrepareConfig:
     def command_line(self) -> list[str]:
         """The ``advlens prepare`` arguments (all but ``--out`` and ``--device``) that reproduce this config."""
         flags = {"model": "--model", "weights": "--weights", "analysed_layer": "--layer", "dataset": "--dataset",
-                 "split": "--split", "data_dir": "--data-dir", "limit": "--limit", "attack": "--attack",
+                 "split": "--split", "data_dir": "--data-dir", "limit": "--limit", "augment": "--augment", "attack": "--attack",
                  "adversarial_file": "--adversarial", "eps": "--eps", "alpha": "--alpha", "steps": "--steps",
                  "norm": "--norm", "targeted": "--targeted", "target_class": "--target-class",
                  "random_start": "--random-start", "trust_pickle": "--trust-pickle", "seed": "--seed",

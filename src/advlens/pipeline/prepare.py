@@ -18,6 +18,7 @@ from advlens.models import AnalysedModel, load_model
 from advlens.models.registry import BUILTINS
 from advlens.pipeline import stages as stage_registry
 from advlens.pipeline.config import PrepareConfig, store_config
+from advlens.pipeline.executor import make_executor
 from advlens.store import AnalysisStore, StoreWriter, open_store
 from advlens.store.manifest import forget_stages
 
@@ -73,13 +74,14 @@ def prepare(config: PrepareConfig, out: str | Path, overwrite: bool = False,
     the store (``model.safetensors``), so the store serves from any folder.
     """
     config.validate()
+    executor = make_executor(config.executor, config.ray_address)  # Ray importable, address only with ray
     requested = stage_registry.plan(stages)  # checks the names before any work
     if redo is not None:
         stage_registry.check_names([redo], "--redo")
     out = Path(out)
     torch.manual_seed(config.seed)
     if data is None:
-        data = load_dataset(config.dataset, config.split, config.data_dir)
+        data = load_dataset(config.dataset, config.split, config.data_dir, augment=config.augment, seed=config.seed)
     if model is None:
         model = load_model(config.model, config.weights, class_names=data.class_names,
                            input_shape=tuple(data.image_shape), analysed_layer=config.analysed_layer,
@@ -102,7 +104,8 @@ def prepare(config: PrepareConfig, out: str | Path, overwrite: bool = False,
                          command=config.command_line()) as writer:
             writer.write_weights(model.net.state_dict(), source)
             names = requested if redo is None else _forget_for_redo(writer, redo, requested)
-            context = stage_registry.StageContext(config, model, data, lambda: open_store(out), out)
+            context = stage_registry.StageContext(config, model, data, lambda: open_store(out), out,
+                                                  executor=executor)
             for name in names:
                 _run_stage(writer, name, context)
     except OSError as exc:
