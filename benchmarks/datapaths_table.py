@@ -12,10 +12,16 @@ RMS-normalised ones (÷√n_ℓ). Printed as Markdown: per source class and aver
 detection rates, mean distances, and label preservation per role (continuous gates, binary τ = 0.5
 before the label guard, after it). ``--small`` is the CI version (10 adversarials × 5 targets, T = 100).
 
+The selection (images, classes, the model's fingerprint) can be written to a small ``.npz`` with
+``--export-selection`` and run elsewhere with ``--selection`` (e.g. on a GPU machine without the store);
+the model is then the store's built-in spec with its shipped weights, checked against the fingerprint.
+
 Usage::
 
     python benchmarks/datapaths_table.py --store stores/full --adversarials 50 --targets 20
     python benchmarks/datapaths_table.py --small
+    python benchmarks/datapaths_table.py --export-selection sel.npz && \
+        python benchmarks/datapaths_table.py --selection sel.npz --device cuda
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ import torch
 from advlens.analysis.core import SessionCore
 from advlens.datapaths import (DatapathChain, datapath_chain, default_r, diff_curve, evaluation_layers,
                                pattern_detected, top_k_score)
-from advlens.errors import AdvlensError
+from advlens.errors import AdvlensError, ModelError
+from advlens.models import load_model
+from advlens.models.fingerprint import model_fingerprint
 
 logger = logging.getLogger("datapaths_table")
 KS = (1, 3, 5)
@@ -52,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--small", action="store_true", help="CI version: 10 adversarials × 5 targets, T = 100")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--export-selection", metavar="NPZ", help="write the selection from --store here and stop")
+    parser.add_argument("--selection", metavar="NPZ", help="run on an exported selection instead of --store")
     args = parser.parse_args(argv)
     if args.small:
         args.adversarials, args.targets, args.steps = 10, 5, 100
@@ -62,13 +73,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @dataclass
 class Selection:
-    """The adversarials, their sources and targets. Shapes: (A, C, H, W) ×2, (A, K, C, H, W); labels (A,)."""
+    """The adversarials, their sources and targets. Shapes: (A, C, H, W) ×2, (A, K, C, H, W); labels, pairs (A,)."""
 
     adversarial: torch.Tensor
     source: torch.Tensor
     targets: torch.Tensor
     source_class: np.ndarray
     adv_class: np.ndarray
+    pairs: np.ndarray
+
+    def save(self, path: str, spec: str, sha256: str, class_names: list[str]) -> None:
+        np.savez_compressed(path, adversarial=self.adversarial.numpy(), source=self.source.numpy(),
+                            targets=self.targets.numpy(), source_class=self.source_class, adv_class=self.adv_class,
+                            pairs=self.pairs, spec=np.array(spec), sha256=np.array(sha256),
+                            class_names=np.array(class_names))
+
+    @staticmethod
+    def load(path: str) -> tuple[Selection, str, str, list[str]]:
+        """The selection, the model spec, its weights' fingerprint and the class names."""
+        with np.load(path, allow_pickle=False) as data:
+            selection = Selection(*(torch.from_numpy(data[name]) for name in ("adversarial", "source", "targets")),
+                                  data["source_class"], data["adv_class"], data["pairs"])
+            return selection, str(data["spec"]), str(data["sha256"]), [str(n) for n in data["class_names"]]
 
 
 def select(store, count: int, per: int, seed: int) -> Selection:
@@ -93,7 +119,7 @@ def select(store, count: int, per: int, seed: int) -> Selection:
         rows = np.sort(rng.choice(pool, size=per, replace=False))
         targets[a] = images.get_orthogonal_selection((rows,))
     return Selection(torch.from_numpy(adversarial), torch.from_numpy(benign), torch.from_numpy(targets),
-                     table["label"][pairs], table["adv_pred"][pairs])
+                     table["label"][pairs], table["adv_pred"][pairs], pairs)
 
 
 def patterns(chain: DatapathChain, layers: list[str], r: int, distance: str) -> np.ndarray:
@@ -126,18 +152,34 @@ def class_table(scores: dict[str, dict[int, np.ndarray]], classes: np.ndarray, n
     return lines
 
 
+def selected(args: argparse.Namespace):
+    """The model (on ``--device``), the selection, the class names and where they came from."""
+    if args.selection:
+        selection, spec, sha256, names = Selection.load(args.selection)
+        model = load_model(spec)
+        if model_fingerprint(model) != sha256:
+            raise ModelError(f"the selection {args.selection} was made with other weights of {spec!r} than the "
+                             "shipped ones; run it where its store is")
+        return model.to(args.device), selection, names, f"selection {args.selection} (pairs of its store)"
+    session = SessionCore(args.store)
+    selection = select(session.store, args.adversarials, args.targets, args.seed)
+    return session.model.to(args.device), selection, session.class_names, f"store {args.store}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     try:
-        session = SessionCore(args.store)
-        model = session.model
-        selection = select(session.store, args.adversarials, args.targets, args.seed)
+        model, selection, names, source = selected(args)
     except AdvlensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    names = session.class_names
+    if args.export_selection:
+        selection.save(args.export_selection, model.spec, model_fingerprint(model), names)
+        print(f"selection of {len(selection.pairs)} adversarials × {selection.targets.shape[1]} targets written to "
+              f"{args.export_selection}")
+        return 0
     options = dict(lam=args.lam, steps=args.steps, seed=args.seed, batch_size=args.batch_size)
     chains, seconds = {}, {}
     for method, gamma in (("U", 0.0), ("chain", args.gamma)):
@@ -160,10 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         distances[method] = (torch.linalg.vector_norm(chain.src.z - chain.adv.z, dim=1).mean().item(), dist.mean())
 
     load = os.getloadavg()
-    print(f"## Datapaths Table 1 on {model.spec}: {args.adversarials} misclassified adversarials × {args.targets} "
+    print(f"## Datapaths Table 1 on {model.spec}: {len(selection.pairs)} misclassified adversarials × "
+          f"{selection.targets.shape[1]} "
           f"targets, λ̃ = {args.lam}, γ̃ = {args.gamma} (chain) vs 0 (U), T = {args.steps}, r = {r} over "
           f"{len(layers)} layers")
-    print(f"\nstore {args.store}; {args.threads} thread(s); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+    print(f"\n{source}; device {args.device}; {args.threads} thread(s); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           f"extraction U {seconds['U']:.0f} s, chain {seconds['chain']:.0f} s")
     for d, title in (("raw", "raw ℓ2 layer distances (Eq. 9)"), ("rms", "RMS-normalised layer distances (÷√n_ℓ)")):
         print(f"\n### Top-K score, U / chain, per source class — {title}\n")

@@ -192,7 +192,7 @@ def contribution(model: AnalysedModel, examples: torch.Tensor, target_layer: str
     active = ~silent
     lam_n, gamma_n = lam / n, gamma / math.sqrt(n)
     jacobian = FirstOrder.of(aoi_values, f, count, n, max_groups)
-    importance = jacobian.removal_cost().masked_fill(silent.unsqueeze(1), 0.0)
+    importance = jacobian.removal_cost().masked_fill(silent.cpu().unsqueeze(1), 0.0)  # on the CPU, as the result
 
     if method == "fast":
         z, fidelity = jacobian.solve(lam_n, gamma_n, silent)
