@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from advlens import cli_datapaths
 from advlens.errors import AdvlensError
 from advlens.store.manifest import CORE_STAGES, STAGES
 
@@ -384,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "were written; exit status 1 and the damaged arrays when any differ")
     _add_serve(commands)
     _add_pathways(commands)
+    cli_datapaths.add_parser(commands)
 
     train = commands.add_parser("train-demo-model", help="train a built-in Fashion-MNIST model",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -398,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"prepare": _prepare, "info": _info, "serve": _serve, "pathways": _pathways, "train-demo-model": _train}
+COMMANDS = {"prepare": _prepare, "info": _info, "serve": _serve, "pathways": _pathways,
+            "datapaths": cli_datapaths.run, "train-demo-model": _train}
 
 
 def main(argv: list[str] | None = None) -> int:
