@@ -32,7 +32,7 @@ MODE_LABELS = {
 assert tuple(MODE_LABELS) == EDIT_MODES
 DEFAULT_MODE = "restore"
 EDITED_COLOR = "#222222"
-MAX_LISTED = 8
+MAX_LISTED = 5
 """Neuron ids named in the summary (the rest counted)."""
 
 
