@@ -189,9 +189,9 @@ def test_neuron_view_maps_share_one_scale_and_the_aoi_selects_the_same_cells(ses
 
 def test_neuron_view_empty_states_say_what_to_do(session, ready):
     features, fig, _ = neuron_view.draw(session, ready, "3", None, None, False)
-    assert "Click a map in the treemap" in texts(features)
+    assert "Click a map in the treemap" in fig["layout"]["annotations"][0]["text"] and features == []
     features, fig, _ = neuron_view.draw(session, None, None, None, None, False)
-    assert "Open a layer of the river" in texts(features)
+    assert "Open a layer of the river" in fig["layout"]["annotations"][0]["text"]
     fig, caption, top = layer_view.draw(session, ready, None, "activation", "auto", [], None, "auto")
     assert "Click a layer" in fig["layout"]["annotations"][0]["text"]
 

@@ -89,7 +89,8 @@ def legend() -> list:
     items = [html.Span([html.Span(className="dp-swatch", style={"background": ROLE_COLORS[r]}),
                         f"{ROLE_NAMES[r]}"], className="legend-item") for r in ("src", "adv", "tar")]
     items += [html.Span([html.Span(className=f"dp-swatch dp-tint-{p}"), f"{p} (d{2 if p == 'diverging' else 3} "
-                         f"{'rises' if p == 'diverging' else 'falls'} over ≥ 2 columns)"], className="legend-item")
+                         f"{'rises' if p == 'diverging' else 'falls'} over ≥ 2 columns; tint "
+                         f"{'below' if p == 'diverging' else 'above'} the axis)"], className="legend-item")
               for p in PHASES]
     items.append(html.Span("· dotted arcs: skip links; gap ∝ d1 = dist(src, tar), the adversarial curve splits it "
                            "d2 : d3 (RMS distance of the gates per map)", className="legend-item"))

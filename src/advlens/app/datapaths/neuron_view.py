@@ -95,7 +95,7 @@ def maps_figure(maps: np.ndarray, images: np.ndarray | None, vmax: float, aoi: d
         if mask is not None:
             for r, c in zip(*np.nonzero(mask)):
                 shapes.append({"type": "rect", "xref": xa, "yref": ya, "x0": c - 0.5, "x1": c + 0.5, "y0": r - 0.5,
-                               "y1": r + 0.5, "line": {"width": 0}, "fillcolor": "rgba(214,39,40,0.18)"})
+                               "y1": r + 0.5, "line": {"width": 0}, "fillcolor": "rgba(214,39,40,0.08)"})
             shapes.extend(_outline(mask, xa, ya))
     return figure(data, {
         "height": PANEL_PX + 60, "margin": {"l": 4, "r": 4, "t": 22, "b": 4}, "dragmode": "select",
@@ -125,10 +125,10 @@ def draw(session: Session, ready, layer, map_, aoi, overlay) -> tuple:
     layer = check_layer(session, layer)
     map_ = check_map(session, layer, map_) if layer is not None else None
     if paths is None or layer is None or map_ is None:
-        hint = ("Click a map in the treemap (or in its top list) to see what it has learned and where it fires on the "
-                "three images." if paths is not None and layer is not None else
+        hint = ("Click a map in the treemap (or in its top list)<br>to see what it has learned and where it fires "
+                "on the three images." if paths is not None and layer is not None else
                 "Open a layer of the river, then click one of its maps.")
-        return [common.message(hint)], common.empty_figure(hint, height=PANEL_PX + 60), ""
+        return [], common.empty_figure(hint, height=PANEL_PX + 60), ""
     aoi = check_aoi(aoi)
     found = session.datapath_activation_maps(paths.pair, layer, map_)
     grid = found.maps.shape[1:]

@@ -4,7 +4,8 @@ x = network depth: one column per gate point, or per collapsed layer group. Behi
 gate points: a box per layer group (its label toggles the group open or closed) and the skip links between
 columns (a residual shortcut that passes a gate point is an arc above the boxes). In front, one constant-width
 spline per datapath, source blue, adversarial orange, target purple, laid out by :mod:`advlens.datapaths.river`;
-segments where d2 rises (diverging) or d3 falls (merging) over ≥ 2 columns are tinted. A transparent bar over
+segments where d2 rises (diverging) or d3 falls (merging) over ≥ 2 columns are tinted, the first in the
+source's half below the axis, the second in the target's half above it. A transparent bar over
 each column carries its hover text (layer, d1/d2/d3, critical maps per datapath) and its click.
 """
 
@@ -29,6 +30,8 @@ TRACK = 1.0
 BOX_TOP, BOX_BOTTOM = 0.66, -0.66
 HEADER_Y = 0.78
 COLUMN_PX = 118
+WIDE_PX = 1100
+"""Rivers wider than this (deep models, expanded groups) keep COLUMN_PX per column and scroll; others fill the panel."""
 HEIGHT = 340
 
 
@@ -94,9 +97,10 @@ def river_figure(river: RiverLayout, groups: Sequence[tuple[str, Sequence[str]]]
     rows = {name: i for i, name in enumerate(layers)}
     shapes: list[dict] = []
     annotations: list[dict] = []
-    for segment in river.segments:
-        shapes.append({"type": "rect", "layer": "below", "x0": segment.start, "x1": segment.end, "y0": BOX_BOTTOM,
-                       "y1": BOX_TOP, "fillcolor": PHASE_TINTS[segment.phase], "line": {"width": 0}})
+    for segment in river.segments:  # diverging: the source's half (below the axis); merging: the target's half
+        low, high = (BOX_BOTTOM, 0.0) if segment.phase == "diverging" else (0.0, BOX_TOP)
+        shapes.append({"type": "rect", "layer": "below", "x0": segment.start, "x1": segment.end, "y0": low,
+                       "y1": high, "fillcolor": PHASE_TINTS[segment.phase], "line": {"width": 0}})
     header_x, header_text, header_ids = [], [], []
     for name, members in groups:
         cols = [i for i, c in enumerate(river.columns) if c.group == name]
@@ -143,7 +147,8 @@ def river_figure(river: RiverLayout, groups: Sequence[tuple[str, Sequence[str]]]
                                    for ids in header_ids], "name": "groups", "showlegend": False})
     ticks = [c.label + (" ▸" if c.collapsed else "") for c in river.columns]
     layout = {
-        "height": HEIGHT, "width": max(560, 90 + COLUMN_PX * n), "margin": {"l": 20, "r": 20, "t": 10, "b": 60},
+        "height": HEIGHT, "margin": {"l": 20, "r": 20, "t": 10, "b": 40},
+        **({"width": 90 + COLUMN_PX * n} if 90 + COLUMN_PX * n > WIDE_PX else {"autosize": True}),
         "plot_bgcolor": "white", "paper_bgcolor": "white", "dragmode": False, "hovermode": "closest",
         "barmode": "overlay", "showlegend": False, "shapes": shapes, "annotations": annotations,
         "xaxis": {"range": [-0.6, n - 0.4], "tickmode": "array", "tickvals": xs, "ticktext": ticks,

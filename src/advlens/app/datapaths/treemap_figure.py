@@ -90,7 +90,7 @@ def treemap_figure(layout: TreemapLayout, roles: Sequence[str], values: np.ndarr
     data: list[dict] = []
     cells_x, cells_y = _polygons([(leaf.rect, None, None) for leaf in layout.leaves])
     data.append({"type": "scatter", "mode": "lines", "x": cells_x, "y": cells_y, "fill": "toself",
-                 "fillcolor": "#ffffff", "line": {"color": CELL_LINE, "width": 0.8}, "hoverinfo": "skip",
+                 "fillcolor": "#ffffff", "line": {"color": CELL_LINE, "width": 0.8}, "hoverinfo": "skip", "hoveron": "points",
                  "showlegend": False, "name": "cells"})
     up, down = fill_levels(layout, values, mode, scale)
     if mode == "contribution":
@@ -98,13 +98,14 @@ def treemap_figure(layout: TreemapLayout, roles: Sequence[str], values: np.ndarr
             x, y = _polygons(up)
             data.append({"type": "scatter", "mode": "lines", "x": x, "y": y, "fill": "toself",
                          "fillcolor": "rgba(255,255,255,0)", "fillpattern": DOTS, "line": {"width": 0},
-                         "hoverinfo": "skip", "showlegend": False, "name": "contribution"})
+                         "hoverinfo": "skip", "hoveron": "points", "showlegend": False, "name": "contribution"})
     else:
         for rects, color, name in ((up, POSITIVE, "positive"), (down, NEGATIVE, "negative")):
             if rects:
                 x, y = _polygons(rects)
                 data.append({"type": "scatter", "mode": "lines", "x": x, "y": y, "fill": "toself",
-                             "fillcolor": color, "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False,
+                             "fillcolor": color, "line": {"width": 0}, "hoverinfo": "skip", "hoveron": "points",
+                             "showlegend": False,
                              "name": name})
     shapes: list[dict] = []
     for atom, rect in layout.atom_rects.items():
