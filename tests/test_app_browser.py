@@ -268,23 +268,24 @@ def test_pages_deep_links_and_the_url(page, session, server):
     assert page.url.endswith(f"/neurons?pair={pair}&neuron={neuron}"), page.url
     assert f"pair {pair}:" in figure_title(page, "neuron-graph")
 
-    # the navigation carries the selection to another page, and that page links back
+    # the navigation carries the selection to another page; back returns to the Neurons page's selection
     profiles = page.locator(".nav-link", has_text="Profiles")
     assert profiles.get_attribute("href") == f"/profiles?pair={pair}&neuron={neuron}"
     profiles.click()
     wait_idle(page)
     assert page.url.endswith(f"/profiles?pair={pair}&neuron={neuron}")
-    text = page.locator(".placeholder").inner_text()
-    assert "not built yet" in text and f"pair {pair}" in text and f"neuron {neuron}" in text
-    shot(page, "21_profiles_placeholder")
-    page.locator(".placeholder a", has_text="Neurons page").click()
+    assert page.locator(".nav-link.active").inner_text() == "Profiles"
+    text = page.locator(".page").first.inner_text()
+    assert "No such page" not in text and "Unexpected error" not in text
+    shot(page, "21_profiles_page")
+    page.go_back()
     wait_idle(page, timeout=120)
     assert f"pair {pair}:" in figure_title(page, "neuron-graph")
-    for title, words in (("Datapaths", "river"),):  # the Model and Pathways pages have their own walks
-        page.locator(".nav-link", has_text=title).click()
-        wait_idle(page)
-        assert words in page.locator(".placeholder").inner_text() and page.locator(".nav-link.active").inner_text() == title
-    shot(page, "22_datapaths_placeholder")
+    # the Neurons page links to this pair on the Profiles and Datapaths pages (they check the id themselves)
+    links = page.locator("#neuron-pair-links a")
+    assert [links.nth(i).get_attribute("href") for i in range(links.count())] == \
+        [f"/profiles?pair={pair}", f"/datapaths?pair={pair}"]
+    shot(page, "22_pair_links")
 
     # an invalid link says what is wrong and opens without it
     page.goto(f"{server.url}/neurons?pair={session.num_pairs + 7}&neuron=-1")
