@@ -149,7 +149,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    session = Session(args.store, device="cpu")
+    # room for every pair's cached maps, RFs and vulnerability maps: the IoU rankings share them
+    session = Session(args.store, device="cpu", cache_size=16 * args.pairs + 128)
     count = min(args.pairs, session.num_pairs)
     pairs = np.sort(np.random.default_rng(args.seed).choice(session.num_pairs, size=count, replace=False))
     print(f"store {args.store}: {session.num_pairs} pairs, {count} sampled (seed {args.seed}); "
