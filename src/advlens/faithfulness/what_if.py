@@ -10,7 +10,8 @@ take other values in the forward pass.
   carry the attack?);
 - ``"zero_adversarial"`` / ``"zero_benign"``: the adversarial (benign) forward pass with the channels zeroed.
 
-The replacement goes through the model adapter (:meth:`AnalysedModel.patching`), whose hooks are removed when the
+:func:`record_pair` keeps a pair's unedited outputs and the layer's maps, so repeated edits of the same pair (the
+panel's) cost one forward pass each. The replacement goes through the model adapter (:meth:`AnalysedModel.patching`), whose hooks are removed when the
 pass ends, also when it raises; registrations belong to the calling thread, so a web server may edit in parallel.
 """
 
