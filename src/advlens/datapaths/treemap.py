@@ -194,8 +194,14 @@ def candidate_layout(sets: Sequence[Collection[int]], order: Sequence[int], shar
         raise ConfigError(f"a candidate needs an order of the {count} sets and one shared-first flag per set")
     if width <= 0 or height <= 0:
         raise ConfigError(f"the treemap needs a positive width and height, got {width} × {height}")
-    atoms = venn_atoms(checked)
-    parents = atom_parents(checked, priority)
+    return _layout(venn_atoms(checked), atom_parents(checked, priority), count, order, shared_first, width, height,
+                   values, leaves)
+
+
+def _layout(atoms: dict[Atom, tuple[int, ...]], parents: dict[Atom, int], count: int, order: Sequence[int],
+            shared_first: Sequence[bool], width: float, height: float,
+            values: Mapping[int, float] | Sequence[float] | np.ndarray | None, leaves: bool) -> TreemapLayout:
+    """:func:`candidate_layout` once the atoms and their parents are known (checked inputs)."""
     children = {i: _children(atoms, parents, i, bool(shared_first[i])) for i in range(count)}
     sizes = {i: sum(len(atoms[a]) for a in children[i]) for i in range(count)}
     drawn = [i for i in order if sizes[i] > 0]
@@ -212,8 +218,8 @@ def candidate_layout(sets: Sequence[Collection[int]], order: Sequence[int], shar
             items = sorted(atoms[atom], key=lambda m: (-float(values[m]), m)) if values is not None else atoms[atom]
             leaf_cells.extend(Leaf(m, atom, cell) for m, cell in zip(items, _split(rect, [1] * len(items))))
     layout = TreemapLayout(atoms=atoms, parents=parents, order=tuple(order),
-                           shared_first=tuple(map(bool, shared_first)),
-                           set_rects=set_rects, atom_rects=atom_rects, leaves=tuple(leaf_cells), cost=0.0)
+                           shared_first=tuple(map(bool, shared_first)), set_rects=set_rects, atom_rects=atom_rects,
+                           leaves=tuple(leaf_cells), cost=0.0)
     cost = eq6_cost(atom_rects, layout.set_center)
     return TreemapLayout(**{**layout.__dict__, "cost": cost})
 
@@ -224,10 +230,12 @@ def treemap_layout(sets: Sequence[Collection[int]], *, width: float = 1.0, heigh
     """The treemap with the smallest Eq. 6 cost among :func:`candidates` (the first of equal costs), leaves
     included (see the module docstring)."""
     checked = check_sets(sets)
-    best = min(candidates(len(checked)),
-               key=lambda c: candidate_layout(checked, *c, width=width, height=height, priority=priority,
-                                              leaves=False).cost)
-    return candidate_layout(checked, *best, width=width, height=height, priority=priority, values=values)
+    if width <= 0 or height <= 0:
+        raise ConfigError(f"the treemap needs a positive width and height, got {width} × {height}")
+    atoms, parents, count = venn_atoms(checked), atom_parents(checked, priority), len(checked)
+    best = min(candidates(count),
+               key=lambda c: _layout(atoms, parents, count, *c, width, height, None, False).cost)
+    return _layout(atoms, parents, count, *best, width, height, values, True)
 
 
 __all__ = ["Atom", "Leaf", "MAX_SETS", "Rect", "TreemapLayout", "atom_parents", "candidate_layout", "candidates",
