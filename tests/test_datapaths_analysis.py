@@ -226,18 +226,20 @@ def test_contribution_is_a_plain_contribution_call_seen_from_a_role(session, sto
     t = paths.representative
     images = torch.from_numpy(np.concatenate([raw["adversarial"][[row]], raw["benign"][[row]],
                                               raw["benign"][paths.target_rows[[t]]]]))
-    aoi = np.zeros((4, 4), dtype=bool)
-    aoi[1:3, 1:3] = True
-    expected = contribution(model, images, "3", 2, "1", torch.from_numpy(aoi), method="fast")
+    expected = contribution(model, images, "3", 0, "1", method="fast")  # map 0: active, the three rows differ
+    assert not np.allclose(expected.z[0], expected.z[1], atol=1e-3) and not expected.silent.any()
     for i, role in enumerate(("adv", "src", "tar")):
-        got = session.datapath_contribution(pair, "3", 2, "1", role=role, aoi=aoi, method="fast", targets=TARGETS,
-                                            **FAST)
+        got = session.datapath_contribution(pair, "3", 0, "1", role=role, method="fast", targets=TARGETS, **FAST)
         np.testing.assert_allclose(got.values, expected.z[i].numpy(), atol=1e-6)
         assert got.order.tolist() == expected.ranking(i)
         np.testing.assert_array_equal(got.in_datapath, paths.critical[paths.row(role), :4])
-    cells = session.datapath_contribution(pair, "3", 2, "1", aoi=[[1, 1], [1, 2], [2, 1], [2, 2]], method="fast",
+    aoi = np.zeros((4, 4), dtype=bool)
+    aoi[1:3, 1:3] = True
+    cells = session.datapath_contribution(pair, "3", 0, "1", aoi=[[1, 1], [1, 2], [2, 1], [2, 2]], method="fast",
                                           targets=TARGETS, **FAST)
+    masked = session.datapath_contribution(pair, "3", 0, "1", aoi=aoi, method="fast", targets=TARGETS, **FAST)
     np.testing.assert_array_equal(cells.contribution.aoi.numpy(), aoi)
+    assert cells.contribution is masked.contribution  # the same question, cached once
 
 
 def test_activation_maps_equal_a_hand_forward(session, store_and_model, pair, raw, paths):
