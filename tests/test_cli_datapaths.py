@@ -1,10 +1,9 @@
-"""`advlens datapaths STORE --pairs SPEC`: pairs' datapaths precomputed into the store (what the app then reads),
+"""`advlens datapaths STORE --pairs SPEC` (through `advlens.cli.main`): pairs' datapaths precomputed into the store (what the app then reads),
 resumable, `top:N` = the pairs of medium adversarialness, and bad input refused with one line and exit status 2
 before any work."""
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 
@@ -16,6 +15,7 @@ from safetensors.torch import save_file
 from advlens import cli_datapaths
 from advlens.analysis import Session
 from advlens.analysis import datapaths_pair
+from advlens.cli import main
 from advlens.pipeline import PrepareConfig, prepare
 from advlens.store.manifest import CORE_STAGES
 
@@ -61,10 +61,8 @@ def store(user_store, tmp_path):
 
 
 def invoke(capsys, *argv: str) -> tuple[int, str, str]:
-    """Parse with the command's own parser (as `advlens` wires it) and run it."""
-    parser = argparse.ArgumentParser(prog="advlens")
-    cli_datapaths.add_parser(parser.add_subparsers(dest="command", required=True))
-    code = cli_datapaths.run(parser.parse_args(["datapaths", *argv]))
+    """Run `advlens datapaths ...` through the command line's entry point."""
+    code = main(["datapaths", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -107,10 +105,6 @@ def test_top_n_takes_the_pairs_of_medium_adversarialness(store, capsys, monkeypa
     assert distance[calls].max() <= np.delete(distance, calls).min()
 
 
-class Interrupted(Exception):
-    """Stands for Ctrl+C (a real KeyboardInterrupt would stop pytest itself)."""
-
-
 def test_an_interrupted_run_keeps_the_finished_pairs_and_the_same_command_goes_on(store, capsys, monkeypatch):
     calls: list[int] = []
     real = datapaths_pair.compute_pair_datapaths
@@ -118,12 +112,12 @@ def test_an_interrupted_run_keeps_the_finished_pairs_and_the_same_command_goes_o
     def interrupted_at_the_second(model, pair, *args, **kwargs):
         calls.append(pair)
         if len(calls) == 2:
-            raise Interrupted
+            raise KeyboardInterrupt  # Ctrl+C during the second pair
         return real(model, pair, *args, **kwargs)
 
     monkeypatch.setattr(datapaths_pair, "compute_pair_datapaths", interrupted_at_the_second)
-    with pytest.raises(Interrupted):  # `advlens` turns Ctrl+C into exit status 130 and a resume hint
-        invoke(capsys, str(store), "--pairs", "all", "--trust-store-code", *QUICK)
+    code, _, err = invoke(capsys, str(store), "--pairs", "all", "--trust-store-code", *QUICK)
+    assert code == 130 and "run the same command again to resume" in err
     assert calls == [0, 1]
     monkeypatch.setattr(datapaths_pair, "compute_pair_datapaths", real)
     calls = counting(monkeypatch)
