@@ -16,7 +16,7 @@ from dash import no_update
 
 from advlens.analysis import Session
 from advlens.app import datapaths as page
-from advlens.app.datapaths import layer_view, network, neuron_view, river_figure, trace
+from advlens.app.datapaths import layer_view, network, neuron_view, picker, river_figure, trace
 from advlens.app.datapaths.state import aoi_cells, check_aoi, query_string, state_from_query
 from advlens.app.jobs import JobRunner
 from advlens.app.validate import InvalidSelection
@@ -251,7 +251,19 @@ def test_page_layout_and_picker(session, ready):
     probs = info["adv_probs"]
     others = np.delete(probs, info["adv_pred"])
     assert row["score"] == pytest.approx(round(1 - (probs[info["adv_pred"]] - others.max()), 3))
+    rows = picker.page_rows(session, 0, [{"column_id": "score", "direction": "desc"}])
+    scores = session.datapath_examples().adversarialness
+    assert [r["score"] for r in rows] == [round(float(v), 3) for v in sorted(scores, reverse=True)[:len(rows)]]
+    assert [r["pair"] for r in picker.page_rows(session, 1, [])] == list(range(8, 16))
+    with pytest.raises(InvalidSelection):
+        picker.page_rows(session, 0, [{"column_id": "__class__", "direction": "asc"}])
     assert page.open_pair(session, {"row": 0, "column": 0, "row_id": 4}, "?pair=1&neuron=3") == "?pair=4&neuron=3"
+    rows = picker.page_rows(session, 0, [{"column_id": "score", "direction": "desc"}])
+    scores = session.datapath_examples().adversarialness
+    assert [r["score"] for r in rows] == [round(float(v), 3) for v in sorted(scores, reverse=True)[:len(rows)]]
+    assert [r["pair"] for r in picker.page_rows(session, 1, [])] == list(range(8, 16))
+    with pytest.raises(InvalidSelection):
+        picker.page_rows(session, 0, [{"column_id": "__class__", "direction": "asc"}])
     assert page.open_pair(session, {"row_id": 10 ** 6}, "") is no_update
     links = [node.href for node in walk(page.summary(session, ready, ready)) if hasattr(node, "href")]
     assert f"/neurons?pair={ready}" in links and f"/profiles?pair={ready}" in links

@@ -111,6 +111,7 @@ def register(app: Dash, session: Session) -> None:
     layer_view.register(app, session)
     neuron_view.register(app, session)
     trace.register(app, session)
+    picker.register(app, session)
     app.callback(Output(picker.SUMMARY, "children"), Input(READY, "data"), State(PAIR, "data"))(
         guarded(lambda text: [common.message(text, "error")])(lambda ready, pair: summary(session, ready, pair)))
     app.callback(Output(URL, "search", allow_duplicate=True), Input(picker.TABLE, "active_cell"),

@@ -5,12 +5,15 @@ the Neurons and Profiles pages."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from dash import dash_table, dcc, html
+from dash import Dash, Input, Output, dash_table, dcc, html, no_update
 
 from advlens.analysis import Session
 from advlens.analysis.datapaths import DatapathExamples
-from advlens.app import common
+from advlens.app import common, validate
+from advlens.app.common import guarded
 from advlens.app.datapaths.river_figure import ROLE_COLORS, ROLE_NAMES
 from advlens.app.images import data_uri, image_png
 from advlens.app.routes import pair_image_url
@@ -32,12 +35,37 @@ def rows(examples: DatapathExamples) -> list[dict]:
                                      examples.stored)]
 
 
+PAGE_SIZE = 8
+SORTABLE = ("pair", "true", "adv", "score", "suggested", "stored")
+
+
+def page_rows(session: Session, page, sort_by) -> list[dict]:
+    """One page of the picker, sorted on the server (the browser never holds every pair's row).
+
+    ``sort_by``: DataTable's ``[{"column_id", "direction"}]`` (checked); ties keep the pair order.
+    """
+    data = rows(session.datapath_examples())
+    page = validate.page_number(page, max(1, math.ceil(len(data) / PAGE_SIZE)))
+    if sort_by:
+        if not isinstance(sort_by, list) or len(sort_by) > len(SORTABLE):
+            raise validate.InvalidSelection(f"sort order {str(sort_by)[:60]!r} is not a list of columns")
+        for rule in reversed(sort_by):
+            if not isinstance(rule, dict):
+                raise validate.InvalidSelection(f"sort rule {str(rule)[:60]!r} is not a column and a direction")
+            column = validate.choice(rule.get("column_id"), SORTABLE, "sort column")
+            direction = validate.choice(rule.get("direction"), ("asc", "desc"), "sort direction")
+            data.sort(key=lambda r: r[column], reverse=direction == "desc")
+    return data[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
+
+
 def layout(session: Session, pair: int | None) -> html.Section:
     examples = session.datapath_examples()
-    data = rows(examples)
-    page = 0 if pair is None else next((i for i, r in enumerate(data) if r["id"] == pair), 0) // 8
+    count = len(examples.pair)
+    page = 0 if pair is None else int(np.flatnonzero(examples.pair == pair)[0]) // PAGE_SIZE
     table = dash_table.DataTable(
-        id=TABLE, data=data, page_size=8, page_current=page, sort_action="native", cell_selectable=True,
+        id=TABLE, data=page_rows(session, page, []), page_size=PAGE_SIZE, page_current=page,
+        page_count=max(1, math.ceil(count / PAGE_SIZE)), page_action="custom", sort_action="custom",
+        sort_mode="single", sort_by=[], cell_selectable=True,
         columns=[{"name": "pair", "id": "pair", "type": "numeric"}, {"name": "true class", "id": "true"},
                  {"name": "predicted (adv.)", "id": "adv"},
                  {"name": "adversarialness", "id": "score", "type": "numeric"},
@@ -81,3 +109,9 @@ def summary(session: Session, pair: int | None, target_image: np.ndarray | None 
                      className="dp-links")
     return [html.H3(f"Pair {pair}: {info['label_name']} → {info['adv_name']}"), html.Div(tiles, className="dp-tiles"),
             links]
+
+
+def register(app: Dash, session: Session) -> None:
+    app.callback(Output(TABLE, "data"), Input(TABLE, "page_current"), Input(TABLE, "sort_by"),
+                 prevent_initial_call=True)(
+        guarded(lambda text: no_update)(lambda page, sort_by: page_rows(session, page, sort_by)))
