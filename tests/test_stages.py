@@ -63,8 +63,8 @@ def test_the_registry_lists_every_store_stage_after_the_ones_it_needs():
     assert {name: stage.requires for name, stage in stages.REGISTRY.items()} == {
         "predict": (), "attack": ("predict",), "activations": ("attack",), "statistics": ("attack",),
         "projections": ("activations",), "features": ("predict",), "sweep": ("predict",), "profiles": ("predict",)}
-    assert stages.default_stages() == [*CORE, "features", "sweep"]
-    assert stages.plan(None) == [*CORE, "features", "sweep"]
+    assert stages.default_stages() == [*CORE, "features", "sweep", "profiles"]
+    assert stages.plan(None) == [*CORE, "features", "sweep", "profiles"]
     assert stages.plan(["features"]) == ["predict", "features"]
     assert stages.plan(["projections"]) == ["predict", "attack", "activations", "projections"]
     assert stages.plan(["features", "statistics"]) == ["predict", "attack", "statistics", "features"]
@@ -107,8 +107,8 @@ def test_an_old_store_without_features_stays_complete_and_gains_only_the_feature
         store.group("features")
 
     calls = _recording(monkeypatch)
-    added = prepare(_config(), root, model=model, data=data)  # the default stages: only features and sweep are missing
-    assert calls == ["features", "sweep"]
+    added = prepare(_config(), root, model=model, data=data)  # the default stages: only features, sweep and profiles are missing
+    assert calls == ["features", "sweep", "profiles"]
     after = json.loads((root / "manifest.json").read_text())
     assert after["config_hash"] == before["config_hash"], "the stage list must not change the store's identity"
     assert {s: after["stages"][s] for s in CORE} == before["stages"], "finished stages are kept as they were"
@@ -141,7 +141,7 @@ def test_redo_recomputes_a_stage_and_only_its_dependents(core_store, model_and_d
     assert calls == ["attack", "activations", "statistics", "projections"], "features does not read the attack"
     calls.clear()
     store = prepare(_config(), root, model=model, data=data, redo="predict")
-    assert calls == [*CORE, "features", "sweep"]
+    assert calls == [*CORE, "features", "sweep", "profiles"]
     assert store.complete and store.has_stage("features")
 
 

@@ -283,6 +283,6 @@ def fit_profiles_selection(store: AnalysisStore, model: AnalysedModel, layers: S
 STAGES = (
     Stage(STAGE, ("predict",), run_profiles,
           "activation profiles: a seeded background's aligned 1-D UMAP positions on every profile layer "
-          "(block outputs + logits)", default=False, outdated=outdated),
+          "(block outputs + logits)", outdated=outdated),
 )
 """The profiles family: one stage. It reads ``predict`` (the labels and predictions of its background)."""

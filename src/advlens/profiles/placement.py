@@ -154,7 +154,6 @@ def _optimise(initial: np.ndarray, embedding: np.ndarray, graph: scipy.sparse.co
     """UMAP's transform SGD with the reference fixed; each image's edges are thresholded and scheduled
     against its own largest weight, in float32 as umap-learn does for a batch of one (so a position does
     not depend on the other images of the batch). Shape: graph (m, n) COO in row order."""
-    from umap.layouts import optimize_layout_euclidean  # noqa: PLC0415
     from umap.umap_ import INT32_MAX, INT32_MIN, find_ab_params, make_epochs_per_sample  # noqa: PLC0415
 
     n_epochs = max(1, int(params.n_epochs // 3))
@@ -174,8 +173,44 @@ def _optimise(initial: np.ndarray, embedding: np.ndarray, graph: scipy.sparse.co
     head, tail, epochs_per_sample = np.concatenate(heads), np.concatenate(tails), np.concatenate(schedule)
     a, b = find_ab_params(params.spread, params.min_dist)
     rng_state = np.random.RandomState(params.transform_seed).randint(INT32_MIN, INT32_MAX, 3).astype(np.int64)
-    return optimize_layout_euclidean(
-        np.ascontiguousarray(initial, dtype=np.float32), embedding.copy(), head.astype(np.int32),
-        tail.astype(np.int32), n_epochs, graph.shape[1], epochs_per_sample, a, b,
-        rng_state, params.repulsion_strength, params.learning_rate / 4.0, params.negative_sample_rate,
-        parallel=False)
+    return _descend(np.ascontiguousarray(initial, dtype=np.float32), embedding.copy(), head.astype(np.int32),
+                    tail.astype(np.int32), n_epochs, graph.shape[1], epochs_per_sample, float(a), float(b),
+                    rng_state, params.repulsion_strength, params.learning_rate / 4.0, params.negative_sample_rate)
+
+
+_EPOCH = None
+
+
+def _epoch_kernel():
+    """umap-learn's SGD epoch (``_optimize_layout_euclidean_single_epoch``, what ``UMAP.transform`` runs),
+    compiled once per process with numba's on-disk cache, without ``parallel`` as ``UMAP.transform``
+    runs it for a seeded mapper."""
+    global _EPOCH  # noqa: PLW0603 - a compiled function, built on first use
+    if _EPOCH is None:
+        import numba  # noqa: PLC0415
+        from umap.layouts import _optimize_layout_euclidean_single_epoch  # noqa: PLC0415
+
+        _EPOCH = numba.njit(_optimize_layout_euclidean_single_epoch, fastmath=True, parallel=False, cache=True)
+    return _EPOCH
+
+
+def _descend(head_embedding: np.ndarray, tail_embedding: np.ndarray, head: np.ndarray, tail: np.ndarray,
+             n_epochs: int, n_vertices: int, epochs_per_sample: np.ndarray, a: float, b: float,
+             rng_state: np.ndarray, gamma: float, initial_alpha: float, negative_sample_rate: float) -> np.ndarray:
+    """umap-learn's ``optimize_layout_euclidean`` (no densMAP, reference fixed) with the cached kernel: the
+    same epochs, schedules and per-sample random states. Shape: head_embedding (m, 1), updated and returned."""
+    epochs_per_negative_sample = epochs_per_sample / negative_sample_rate
+    epoch_of_next_negative_sample = epochs_per_negative_sample.copy()
+    epoch_of_next_sample = epochs_per_sample.copy()
+    rng_state_per_sample = (np.full((head_embedding.shape[0], len(rng_state)), rng_state, dtype=np.int64)
+                            + head_embedding[:, 0].astype(np.float64).view(np.int64).reshape(-1, 1))
+    unused = np.zeros(1, dtype=np.float32)  # the densMAP arrays
+    epoch = _epoch_kernel()
+    alpha = initial_alpha
+    for n in range(n_epochs):
+        epoch(head_embedding, tail_embedding, head, tail, n_vertices, epochs_per_sample, a, b, rng_state_per_sample,
+              gamma, head_embedding.shape[1], False, alpha, epochs_per_negative_sample,
+              epoch_of_next_negative_sample, epoch_of_next_sample, n, False, unused, unused, 0.0, 0.0, 0.0, 0.0,
+              unused, unused, 0.0)
+        alpha = initial_alpha * (1.0 - (float(n) / float(n_epochs)))
+    return head_embedding
