@@ -42,8 +42,8 @@ def runner():
     jobs.shutdown()
 
 
-def draw_flow(session, runner, pair=0, layers=LAYERS, colour="pred", mode="lines", group=None):
-    out = flow.draw(session, runner, pair, layers, colour, mode, 0.8, group)
+def draw_flow(session, runner, pair=0, layers=LAYERS, colour="pred", mode="lines", group=None, tau=1.0):
+    out = flow.draw(session, runner, pair, layers, colour, mode, 0.8, group, tau)
     go.Figure(out[0])  # a valid Plotly figure
     return out
 
@@ -171,21 +171,24 @@ def test_architecture_clicks_keep_the_axes_sequential(session):
 
 def test_the_url_carries_the_selection_and_bad_values_are_reported(session):
     query = page.url_query(session, 3, ["1", "6"], "3", 2, "true", "histograms", "max", "class:1", "abs_sum",
-                           "adversarial", "?neuron=1")[0]
+                           "adversarial", 0.25, "?neuron=1")[0]
     state = state_from_query(session, query)
+    assert state.tau == 0.25
     assert (state.pair, state.layers, state.layer, state.unit, state.colour, state.view) == (
         3, ["1", "6"], "3", 2, "true", "histograms")
     assert (state.reduction, state.image_set, state.scalar) == ("max", "class:1", "abs_sum")
     assert "neuron=1" in query
-    tree = page.layout(session, "?pair=9999&layers=3&colour=blue")
+    tree = page.layout(session, "?pair=9999&layers=3&colour=blue&tau=9")
     problems = next(node for node in walk(tree) if getattr(node, "id", None) == PROBLEMS)
     text = texts(problems)
-    assert "pair=" in text and "layers=" in text and "colour=" in text
+    assert "pair=" in text and "layers=" in text and "colour=" in text and "tau=" in text
 
 
 def test_bad_ids_from_the_browser_are_refused(session, runner):
     with pytest.raises(InvalidSelection, match="pair 10000"):
         flow.draw(session, runner, 10000, LAYERS, "pred", "lines", 0.8, None)
+    with pytest.raises(InvalidSelection, match="threshold"):
+        flow.draw(session, runner, 0, LAYERS, "pred", "lines", 0.8, None, -1)
     with pytest.raises(InvalidSelection, match="axis 7"):
         flow.clicked(session, runner, {"points": [{"customdata": ["axis", 7]}]}, LAYERS)
     with pytest.raises(InvalidSelection):

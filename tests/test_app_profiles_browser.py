@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import pytest
 from app_fixtures import (
     SMALL_LIMIT,
@@ -64,12 +65,15 @@ def session(tmp_path_factory):
     return Session(profiles_store_path(tmp_path_factory), device="cpu")
 
 
-def diverging_pair(session) -> int:
-    """The first pair whose profiles part clearly (a diverging segment)."""
-    for pair in range(min(session.num_pairs, 60)):
-        if session.pair_divergence(pair).segment is not None:
-            return pair
-    pytest.fail("no pair of the first 60 has a diverging point on the stored fit")
+def diverging_pair(session) -> tuple[int, float]:
+    """The pair (of the first 40) whose IQR-scaled gap jumps most, and a threshold τ just below that jump.
+
+    On this store no jump reaches the default τ = 1 IQR (ten classes share each 1-D axis, so a neighbouring
+    class lies a fraction of an IQR away): the walk sets τ in the URL, as a user does with the τ field.
+    """
+    jumps = [float(np.nanmax(session.pair_divergence(p).jumps)) for p in range(min(session.num_pairs, 40))]
+    pair = int(np.argmax(jumps))
+    return pair, max(0.05, round(0.9 * jumps[pair], 2))
 
 
 def test_profiles_page_walk(session):
@@ -77,14 +81,14 @@ def test_profiles_page_walk(session):
 
     from advlens.app import create_app
 
-    pair = diverging_pair(session)
+    pair, tau = diverging_pair(session)
     layers = session.profile_layers()
-    segment = session.pair_divergence(pair).segment
+    segment = session.pair_divergence(pair, threshold=tau).segment
     with ServerThread(create_app(session)) as server, playwright_api.sync_playwright() as playwright:
         browser = launch_browser(playwright)
         try:
             page = recording_page(browser.new_context(viewport=VIEWPORT, accept_downloads=True))
-            page.goto(f"{server.url}/profiles?pair={pair}")
+            page.goto(f"{server.url}/profiles?pair={pair}&tau={tau}")
             wait_idle(page, timeout=300)
             drawn = flow_layout(page)
             assert drawn["ticks"] == layers and drawn["bands"] == 1
@@ -92,15 +96,15 @@ def test_profiles_page_walk(session):
             assert badge == f"diverges between {layers[segment[0]]} and {layers[segment[1]]}"
             shot(page, "profiles-1-flow", full_page=True)
 
-            low, high = session.flow_data(pair).value_range
+            low, high = session.flow_data(pair, threshold=tau).value_range
             axis = segment[1]
             click_plot_point(page, FLOW, axis, (low + high) / 2)
             wait_idle(page, timeout=120)
             assert query(page)["layer"] == layers[axis]
             assert page.locator("#profiles-layer-caption").inner_text().startswith(layers[axis])
-            page.locator("#profiles-layer-body").scroll_into_view_if_needed()
             shot(page, "profiles-2-layer-view", full_page=True)
 
+            page.locator("#profiles-unit-grid").scroll_into_view_if_needed()  # clicks land inside the viewport only
             click_plot_point(page, "profiles-unit-grid", 0, 0)
             wait_idle(page, timeout=120)
             assert f"{layers[axis]} · unit 0" in page.locator("#profiles-unit-detail").inner_text()

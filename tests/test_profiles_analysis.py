@@ -18,7 +18,7 @@ from fixtures_profiles import BACKGROUND, PARAMS, profiles_session
 from advlens.analysis import Session
 from advlens.analysis.core import SelectionError
 from advlens.errors import StoreError
-from advlens.profiles import PlacementParams, place
+from advlens.profiles import PlacementParams, diverging_point, place
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LAYERS = ("1", "3", "6")
@@ -81,6 +81,23 @@ def test_the_diverging_segment_is_the_largest_jump_of_iqr_scaled_gaps(session):
         expected = (best, best + 1) if jumps[best] >= 1.0 else None
         assert flow.divergence.segment == expected
         np.testing.assert_allclose(flow.divergence.gaps, gaps, rtol=1e-5)
+
+
+def test_the_raw_space_check_agrees_with_the_librarys_from_scratch_computation(session):
+    background = session.profiles_background()
+    for pair in (0, 7):
+        fast = session.pair_divergence(pair)
+        benign, adversarial = session.store.pair_images([pair])
+        raw_a = [captured(session, benign, layer)[0] for layer in LAYERS]
+        raw_b = [captured(session, adversarial, layer)[0] for layer in LAYERS]
+        raw_background = [captured(session, background.images, layer) for layer in LAYERS]
+        profiles = session.profiles_of_pair(pair)
+        peer = diverging_point(profiles.benign, profiles.adversarial, background.embeddings, labels=background.preds,
+                               raw_a=raw_a, raw_b=raw_b, raw_background=raw_background)  # every pair of 60 images
+        assert fast.raw_affinity_a.tolist() == peer.raw_affinity_a.tolist()
+        assert fast.raw_affinity_b.tolist() == peer.raw_affinity_b.tolist()
+        np.testing.assert_allclose(fast.raw_distance, peer.raw_distance, rtol=1e-4)
+        np.testing.assert_allclose(fast.cosine_distance, peer.cosine_distance, rtol=1e-3, atol=1e-6)
 
 
 def test_identical_images_give_identical_profiles_and_no_diverging_point(store):

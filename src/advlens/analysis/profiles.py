@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from advlens.analysis.core import SelectionError, check_id
 from advlens.analysis.profiles_base import COLOUR_BY, ProfilesBase
 from advlens.analysis.profiles_data import FlowData, LayerView, PairProfiles, ProfilesBackground, UnitDetail
 from advlens.analysis.profiles_layer import EXPORT_FORMATS, IMAGES, ProfilesLayers
+from advlens.analysis.profiles_raw import raw_check, squared_norms
 from advlens.errors import StoreError
 from advlens.profiles import (
     DEFAULT_BINS,
@@ -118,6 +120,13 @@ class ProfilesAnalysis(ProfilesLayers):
             return median_pairwise_distance(flat)
         return np.array([self._cached(("profiles-raw-scale", name), lambda n=name: compute(n)) for name in layers])
 
+    def _raw_norms(self, layers: tuple[str, ...]) -> list[np.ndarray]:
+        """Squared row norms of each layer's flattened background (kept per layer)."""
+        def compute(name: str) -> np.ndarray:
+            activations = self.background_activations([name])[0]
+            return squared_norms(activations.reshape(len(activations), -1))
+        return [self._cached(("profiles-raw-norms", name), lambda n=name: compute(n)) for name in layers]
+
     def pair_divergence(self, pair: int, layers: Sequence[str] | None = None, colour_by: str = "pred",
                         threshold: float = DEFAULT_THRESHOLD) -> Divergence:
         """Where the pair's profiles part (G-11), with the per-axis class affinities (by ``colour_by``
@@ -129,18 +138,22 @@ class ProfilesAnalysis(ProfilesLayers):
         def compute() -> Divergence:
             profiles = self.profiles_of_pair(pair, layers)
             benign, adversarial = self.pair_outputs(pair, layers)
-            return diverging_point(profiles.benign, profiles.adversarial, self.profiles_fit(layers).embeddings_,
-                                   labels=labels, threshold=threshold, raw_a=benign, raw_b=adversarial,
-                                   raw_background=self.background_activations(layers),
-                                   raw_scales=self._raw_scales(layers))
+            found = diverging_point(profiles.benign, profiles.adversarial, self.profiles_fit(layers).embeddings_,
+                                    labels=labels, threshold=threshold)
+            raw = raw_check(benign, adversarial, self.background_activations(layers), self._raw_norms(layers),
+                            labels, self._raw_scales(layers))
+            return replace(found, raw_affinity_a=raw.affinity_a, raw_affinity_b=raw.affinity_b,
+                           raw_distance=raw.distance, cosine_distance=raw.cosine)
         return self._cached(("profiles-divergence", pair, layers, colour_by, float(threshold)), compute)
 
     # ------------------------------------------------------------------ the Flow View
     def flow_data(self, pair: int, colour_by: str = "pred", mode: str = "lines", layers: Sequence[str] | None = None,
-                  beta: float = DEFAULT_BUNDLING, bins: int = DEFAULT_BINS) -> FlowData:
+                  beta: float = DEFAULT_BUNDLING, bins: int = DEFAULT_BINS,
+                  threshold: float = DEFAULT_THRESHOLD) -> FlowData:
         """The Flow View of ``pair`` on a layer selection (the stage's by default): the background as
         bundled lines (``mode="lines"``) or only histograms, the class fingerprints, the pair and its
-        diverging point. Labels are the background's predictions or true labels (``colour_by``)."""
+        diverging point (reported when the largest jump reaches ``threshold`` IQRs). Labels are the background's
+        predictions or true labels (``colour_by``)."""
         pair = self.check_pair(pair)
         layers = self.check_profile_layers(layers)
         mode = self._choice(mode, FLOW_MODES, "flow mode")
@@ -163,7 +176,7 @@ class ProfilesAnalysis(ProfilesLayers):
         return FlowData(pair=pair, layers=layers, colour_by=colour_by, mode=mode, background=background,
                         labels=labels, classes=hist.classes, value_range=value_range, lines=lines, histograms=hist,
                         fingerprints=fingerprints(hist), benign=profiles.benign, adversarial=profiles.adversarial,
-                        divergence=self.pair_divergence(pair, layers, colour_by), disconnected=fit.n_disconnected_)
+                        divergence=self.pair_divergence(pair, layers, colour_by, threshold), disconnected=fit.n_disconnected_)
 
     def drill_down(self, layers: Sequence[str] | None, segment: int) -> list[str]:
         """The layers on the main path from axis ``segment`` to axis ``segment + 1``, both included (G-24):

@@ -31,10 +31,12 @@ from advlens.app.profiles.state import (
     REDUCTION,
     SCALAR,
     SET,
+    TAU,
     UNIT,
     check_axis,
     check_layers,
     check_set,
+    check_tau,
     check_unit,
     query_string,
     state_from_query,
@@ -76,13 +78,13 @@ def layout(session: Session, search: str | None = None) -> html.Div:
         dcc.Store(id=UNIT, data=state.unit), dcc.Store(id=GROUP, data=None), problems,
         html.Div([controls.pair_picker(session, state.pair), controls.architecture(session, state.layers, state.layer)],
                  className="pf-top"),
-        flow.layout(state.colour, state.view),
+        flow.layout(state.colour, state.view, state.tau),
         layer_view.layout(state.reduction, state.image_set, state.scalar, state.image),
     ], className="page profiles-page")
 
 
 @guarded(lambda text: (no_update, no_update))
-def url_query(session: Session, pair, layers, axis, unit, colour, mode, reduction, image_set, scalar, image,
+def url_query(session: Session, pair, layers, axis, unit, colour, mode, reduction, image_set, scalar, image, tau,
               current: str | None = None) -> tuple:
     """The URL query of the page's selection (twice: the URL and the record of what was written); nothing to
     write when the URL already says the same or a value is not valid yet (the views report it)."""
@@ -94,7 +96,7 @@ def url_query(session: Session, pair, layers, axis, unit, colour, mode, reductio
                "view": validate.choice(mode, ("lines", "histograms"), "view"),
                "reduction": validate.choice(reduction, REDUCTIONS, "reduction"), "set": check_set(session, image_set),
                "scalar": validate.choice(scalar, UNIT_SCALARS, "unit scalar"),
-               "image": validate.choice(image, ("benign", "adversarial"), "image")}
+               "image": validate.choice(image, ("benign", "adversarial"), "image"), "tau": check_tau(tau)}
     current = current if isinstance(current, str) else None
     query = query_string(session, pair, check_layers(session, layers), layer, check_unit(session, layer, unit),
                          options, current)
@@ -112,5 +114,6 @@ def register(app: Dash, session: Session) -> None:
     app.callback(Output(URL, "search", allow_duplicate=True), Output(URL_WRITTEN, "data", allow_duplicate=True),
                  Input(PAIR, "value"), Input(LAYERS, "data"), Input(AXIS, "data"), Input(UNIT, "data"),
                  Input(COLOUR, "value"), Input(MODE, "value"), Input(REDUCTION, "value"), Input(SET, "value"),
-                 Input(SCALAR, "value"), Input(IMAGE, "value"), State(URL, "search"), prevent_initial_call=True)(
+                 Input(SCALAR, "value"), Input(IMAGE, "value"), Input(TAU, "value"), State(URL, "search"),
+                 prevent_initial_call=True)(
         lambda *args: url_query(session, *args))

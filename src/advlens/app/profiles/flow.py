@@ -14,7 +14,20 @@ from advlens.app import common, validate
 from advlens.app.common import GRAPH_CONFIG, guarded
 from advlens.app.jobs import JobRunner, jobs_for, progress_bar
 from advlens.app.profiles.flow_figure import HEIGHT, flow_figure
-from advlens.app.profiles.state import AXIS, BETA, COLOUR, GROUP, LAYERS, MODE, PAIR, UNIT, check_layers
+from advlens.app.profiles.state import (
+    AXIS,
+    BETA,
+    COLOUR,
+    GROUP,
+    LAYERS,
+    MODE,
+    PAIR,
+    TAU,
+    TAU_RANGE,
+    UNIT,
+    check_layers,
+    check_tau,
+)
 from advlens.analysis.profiles import COLOUR_BY, FLOW_MODES
 
 GRAPH = "profiles-flow"
@@ -60,7 +73,7 @@ def fit_message(session: Session, layers: list[str], state) -> list:
                            "(more for wide layers; the first fit of a server also compiles UMAP's code).")]
 
 
-def draw(session: Session, runner: JobRunner, pair, layers, colour, mode, beta, group) -> tuple:
+def draw(session: Session, runner: JobRunner, pair, layers, colour, mode, beta, group, tau=1.0) -> tuple:
     """(figure, caption, job progress, poll disabled, fit-button box style) of the Flow View."""
     pair = validate.pair_id(session, pair)
     if layers and len(layers) < 2:
@@ -70,6 +83,7 @@ def draw(session: Session, runner: JobRunner, pair, layers, colour, mode, beta, 
     colour = validate.choice(colour, COLOUR_BY, "colour by")
     mode = validate.choice(mode, FLOW_MODES, "view")
     beta = validate.number(beta, "bundling strength", 0.0, 1.0)
+    tau = check_tau(tau)
     state = runner.state(job_key(session, layers))
     if session.profiles_selection(layers) is None:
         running = state is not None and state.running
@@ -77,7 +91,7 @@ def draw(session: Session, runner: JobRunner, pair, layers, colour, mode, beta, 
                 fit_message(session, layers, state), progress_bar(state, "fitting the profiles"), not running,
                 {"display": "none"} if running else {})
     indices = check_group(session, group, layers)
-    flow = session.flow_data(pair, colour, mode, layers, beta)
+    flow = session.flow_data(pair, colour, mode, layers, beta, threshold=tau)
     info = session.pair_info(pair)
     names = session.class_names
     fig = flow_figure(flow, names, f"pair {pair} ({info['label_name']} → {info['adv_name']})", indices)
@@ -141,7 +155,7 @@ def brushed(session: Session, selected, layers) -> dict | None:
     return {"layers": layers, "layer": layers[axis], "low": min(y0, y1), "high": max(y0, y1)}
 
 
-def options(colour: str, mode: str) -> list:
+def options(colour: str, mode: str, tau: float) -> list:
     return [
         html.Span("colour by", className="label"),
         dcc.RadioItems(id=COLOUR, options=[{"label": v, "value": k} for k, v in COLOUR_LABELS.items()], value=colour,
@@ -152,10 +166,15 @@ def options(colour: str, mode: str) -> list:
         html.Span("bundling β", className="label"),
         html.Div(dcc.Slider(id=BETA, min=0, max=1, step=0.1, value=0.8, marks={0: "0", 0.5: "0.5", 1: "1"}),
                  className="pf-beta"),
+        html.Span("diverges at τ ≥", className="label", title="smallest jump of the pair's gap, in background "
+                                                                "interquartile ranges, reported as a diverging point"),
+        dcc.Input(id=TAU, type="number", min=TAU_RANGE[0], max=TAU_RANGE[1], step="any", value=tau, debounce=True,
+                  className="pf-tau"),
+        html.Span("IQR", className="label"),
     ]
 
 
-def layout(colour: str, mode: str) -> html.Section:
+def layout(colour: str, mode: str, tau: float) -> html.Section:
     return common.panel("Flow View", [
         html.Div(id=CAPTION, className="pf-caption"),
         html.Div(id=JOB, className="pf-job"),
@@ -164,7 +183,7 @@ def layout(colour: str, mode: str) -> html.Section:
         dcc.Interval(id=POLL, interval=POLL_MS, disabled=True),
         dcc.Loading(dcc.Graph(id=GRAPH, config={**GRAPH_CONFIG, "displayModeBar": False}, style={"height": f"{HEIGHT}px"}),
                     delay_show=common.LOADING_DELAY_MS),
-    ], options(colour, mode), "pf-flow")
+    ], options(colour, mode, tau), "pf-flow")
 
 
 def register(app: Dash, session: Session) -> None:
@@ -173,9 +192,9 @@ def register(app: Dash, session: Session) -> None:
     app.callback(Output(GRAPH, "figure"), Output(CAPTION, "children"), Output(JOB, "children"),
                  Output(POLL, "disabled"), Output(FIT_BOX, "style"),
                  Input(PAIR, "value"), Input(LAYERS, "data"), Input(COLOUR, "value"), Input(MODE, "value"),
-                 Input(BETA, "value"), Input(GROUP, "data"), Input(POLL, "n_intervals"))(
-        error(lambda pair, layers, colour, mode, beta, group, _tick: draw(session, runner, pair, layers, colour, mode,
-                                                                          beta, group)))
+                 Input(BETA, "value"), Input(GROUP, "data"), Input(TAU, "value"), Input(POLL, "n_intervals"))(
+        error(lambda pair, layers, colour, mode, beta, group, tau, _tick: draw(session, runner, pair, layers, colour,
+                                                                               mode, beta, group, tau)))
     app.callback(Output(JOB, "children", allow_duplicate=True), Output(POLL, "disabled", allow_duplicate=True),
                  Input(FIT, "n_clicks"), State(LAYERS, "data"), prevent_initial_call=True)(
         guarded(lambda text: (common.message(text, "error"), True))(

@@ -159,7 +159,8 @@ def detail(session: Session, pair, axis, unit, scalar) -> list:
                             validate.choice(scalar, UNIT_SCALARS, "unit scalar"))
     c = d.connections
     picture = (_tile(d.visualization, f"feature visualisation of {layer} unit {unit}") if d.visualization is not None
-               else common.message(d.features_problem or "no feature visualisation", "warning"))
+               else html.Div("no feature visualisation", className="pf-novis-note",
+                             title=d.features_problem or "the features stage has none of this layer"))
     facts = html.Ul([html.Li(f"{SCALAR_LABELS[d.unit_scalar]}: benign {common.fmt(d.benign_value)}, adversarial "
                              f"{common.fmt(d.adversarial_value)} ({d.adversarial_value - d.benign_value:+.3g})")],
                     className="stats-notes")
@@ -174,6 +175,7 @@ def detail(session: Session, pair, axis, unit, scalar) -> list:
             _connections(f"out: to {c.outgoing_to}" if c.outgoing_to else "out", d.outgoing_layer, c.outgoing,
                          d.outgoing_visualizations),
         ], className="pf-connections"),
+        html.Div(d.features_problem, className="pw-hint") if d.features_problem else None,
     ]
 
 

@@ -6,6 +6,7 @@ URL query (``/profiles?pair=12&layers=layer1,layer2,fc&layer=layer2&unit=5&colou
 - ``layers``: the Flow View's axes, comma separated, sequential (default: the profiles stage's layers);
 - ``layer``: the layer the Layer View shows; ``unit``: its unit whose detail is open;
 - ``colour``: ``pred`` (default) or ``true``; ``view``: ``lines`` (default) or ``histograms``;
+- ``tau``: the diverging-point threshold in background IQRs (default 1, G-11);
 - ``reduction`` (mean/max/difference/direct), ``set`` (``pair``, ``class:K``, ``group``), ``scalar``
   (max/abs_sum/auto), ``image`` (benign/adversarial, for ``direct``).
 
@@ -23,7 +24,7 @@ from advlens.app import validate
 from advlens.app.model import selection as layer_selection
 from advlens.app.urls import SHARED_KEYS, make_query, parse_query
 from advlens.errors import AdvlensError
-from advlens.profiles import REDUCTIONS, UNIT_SCALARS
+from advlens.profiles import DEFAULT_THRESHOLD, REDUCTIONS, UNIT_SCALARS
 
 PAIR = "profiles-pair"
 LAYERS = "profiles-layers"
@@ -33,6 +34,7 @@ GROUP = "profiles-group"
 COLOUR = "profiles-colour"
 MODE = "profiles-mode"
 BETA = "profiles-beta"
+TAU = "profiles-tau"
 REDUCTION = "profiles-reduction"
 SET = "profiles-set"
 SCALAR = "profiles-scalar"
@@ -40,7 +42,9 @@ IMAGE = "profiles-image"
 PROBLEMS = "profiles-url-problems"
 
 DEFAULTS = {"colour": "pred", "view": "lines", "reduction": "difference", "set": "pair", "scalar": "auto",
-            "image": "adversarial"}
+            "image": "adversarial", "tau": DEFAULT_THRESHOLD}
+TAU_RANGE = (0.05, 3.0)
+"""The diverging-point threshold the page offers, in background IQRs (spec-002 G-11: default 1)."""
 
 
 @dataclass
@@ -57,6 +61,7 @@ class ProfilesState:
     image_set: str = DEFAULTS["set"]
     scalar: str = DEFAULTS["scalar"]
     image: str = DEFAULTS["image"]
+    tau: float = DEFAULT_THRESHOLD
     problems: list[str] = field(default_factory=list)
 
 
@@ -94,6 +99,16 @@ def check_set(session: Session, value) -> str:
     raise validate.InvalidSelection(f"image set {str(value)[:40]!r} is not pair, group or class:K")
 
 
+def check_tau(value) -> float:
+    """The diverging-point threshold (IQRs) from the URL (a number string) or the slider."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise validate.InvalidSelection(f"threshold {value!r} is not a number") from None
+    return validate.number(value, "threshold τ", *TAU_RANGE)
+
+
 def state_from_query(session: Session, search: str | None) -> ProfilesState:
     """Read the page's selection from the URL (the stage must exist); invalid values are reported and dropped."""
     params = parse_query(search)
@@ -123,6 +138,7 @@ def state_from_query(session: Session, search: str | None) -> ProfilesState:
         state.image_set = "pair"
     state.scalar = read("scalar", lambda v: validate.choice(v, UNIT_SCALARS, "unit scalar"), DEFAULTS["scalar"])
     state.image = read("image", lambda v: validate.choice(v, IMAGES, "image"), DEFAULTS["image"])
+    state.tau = read("tau", lambda v: check_tau(v), DEFAULT_THRESHOLD)
     return state
 
 
@@ -138,6 +154,8 @@ def query_string(session: Session, pair: int, layers: list[str], layer: str | No
         if unit is not None:
             params["unit"] = unit
     for key, value in options.items():
+        if key == "tau":
+            value = round(float(value), 3)
         if value != DEFAULTS[key] and not (key == "set" and value == "group"):
             params[key] = value
     return make_query({**params, **kept})
