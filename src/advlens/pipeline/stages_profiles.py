@@ -142,8 +142,9 @@ def fit_background(model: AnalysedModel, images: torch.Tensor, layers: Sequence[
     seconds["warmup_seconds"] = time.perf_counter() - started
     report(0.2, "aligned UMAP fit")
     started = time.perf_counter()
-    with tqdm(total=len(layers) + 1, desc="profiles: fit", unit="step") as bar:
+    with tqdm(desc="profiles: fit", unit="step") as bar:
         def step(done: int, total: int, what: str) -> None:
+            bar.total = total
             bar.update(done - bar.n)
             bar.set_postfix_str(what)
             report(0.2 + 0.8 * done / total, what)
