@@ -45,7 +45,11 @@ def build():
 
 
 def _config(**changes) -> PrepareConfig:
-    return PrepareConfig(**{**CONFIG, **changes})
+    """The tiny prepare run, its sweep with float32 gradients: the exact attack of the attack classes (bfloat16
+    gradients are tested against them in tests/test_sweep_precision.py)."""
+    config = PrepareConfig(**{**CONFIG, **changes})
+    config.sweep_precision = "float32"
+    return config
 
 
 def _data():
@@ -80,6 +84,7 @@ def test_stored_arrays_equal_the_attack_classes_and_plain_forward_passes(store, 
     assert attrs["layers"] == ["1", "3"] and attrs["channels"] == [4, 6] and attrs["attacks"] == ["pgd", "fgsm"]
     assert attrs["eps"] == sorted(EPS) and attrs["steps"] == STEPS and attrs["alpha_ratio"] == 0.25
     assert attrs["per_class"] == PER_CLASS and attrs["seed"] == 3 and attrs["seconds"] > 0
+    assert attrs["precision"] == "float32"
     assert set(attrs["attack_seconds"]) == {"pgd", "fgsm"} and set(attrs["machine"]) >= {"cpus", "load_average"}
     with torch.no_grad():
         pred = model(data.images).argmax(1).numpy()
@@ -118,7 +123,7 @@ def test_the_sweep_function_gives_the_stages_arrays_in_any_chunking(store, model
     sample = group["sample_index"][...]
     seen = []
     arrays = sweep(model, data.images[sample], data.labels[sample], ["1", "3"], sorted(EPS), steps=STEPS, chunk=7,
-                   progress=seen.append)
+                   progress=seen.append, precision="float32")
     assert sum(seen) == 2 * len(EPS) * len(sample)
     assert set(arrays) == {name for name in group.array_keys() if name.startswith("adv_")}
     for name, values in arrays.items():
@@ -247,7 +252,8 @@ def test_the_sweep_on_a_batch_norm_network_equals_the_attack_classes():
     model = _residual_model()
     data = tiny_dataset(12)
     images, labels = data.images, data.labels
-    result = attack_strengths(model, images, labels, ["bn1", "bn2"], [0.05, 0.2], "pgd", 3, 0.25)
+    result = attack_strengths(model, images, labels, ["bn1", "bn2"], [0.05, 0.2], "pgd", 3, 0.25,
+                              precision="float32")
     for e, eps in enumerate([0.05, 0.2]):
         adversarial = PGD(model, eps, eps / 4, 3)(images, labels)
         np.testing.assert_array_equal(result["delta"][e], (adversarial - images).half().numpy())
@@ -331,9 +337,13 @@ def test_the_targeted_sweep_hits_the_target_more_often_and_is_kept(user_model, c
     targeted_hits = (found.arrays["adv_pred"] == 1).sum()
     untargeted_hits = (sweep["adv_pred"][...][:, :, of_class] == 1).sum()
     assert targeted_hits > untargeted_hits, (targeted_hits, untargeted_hits)
-    # against the attack class itself: targeted PGD toward class 1 at ε = 0.3
+    # against the attack class itself: targeted PGD toward class 1 at ε = 0.3, its gradients in the number
+    # format the store's sweep recorded (bfloat16 on a CPU with native bfloat16), its predictions in float32
+    precision = sweep.attrs["precision"]
+    assert found.attrs["precision"] == precision and precision in ("bfloat16", "float32")
     images = data.images[torch.from_numpy(found.arrays["sample_index"])]
-    adversarial = PGD(trained, 0.3, 0.3 / 4, 4, targeted=True)(images, torch.full((len(images),), 1))
+    attack = PGD(gradient_model(trained, precision), 0.3, 0.3 / 4, 4, targeted=True)
+    adversarial = attack(images, torch.full((len(images),), 1))
     with torch.no_grad():
         probs = torch.softmax(trained(adversarial), 1)
     np.testing.assert_array_equal(found.arrays["adv_pred"][0, 1], probs.argmax(1).numpy())

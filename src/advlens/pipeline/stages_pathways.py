@@ -35,8 +35,8 @@ from advlens.models import AnalysedModel
 from advlens.pathways import default_pathway_layers
 from advlens.pipeline.config import PrepareConfig
 from advlens.pipeline.stage import Stage, StageContext, load_checkpoint, save_checkpoint
-from advlens.pipeline.sweep import (DEFAULT_ALPHA_RATIO, assemble, attack_strengths, benign_maxima, check_sweep,
-                                   gradient_model)
+from advlens.pipeline.sweep import (DEFAULT_ALPHA_RATIO, DEFAULT_GRADIENT_PRECISION, assemble, attack_strengths,
+                                   benign_maxima, check_sweep, gradient_models, resolve_precision)
 from advlens.store import AnalysisStore, StageWriter
 from advlens.store.derived import DerivedResult
 
@@ -57,6 +57,10 @@ class SweepSettings:
         per_class: at most this many benign true positives of each class are attacked.
         seed: the seed of the per-class sample (the store's seed).
         chunk: images per part (all strengths of a part run in one batch of ``chunk × len(eps)`` rows).
+        precision: the number format of PGD's gradient passes, resolved for the run's device (``bfloat16`` or
+            ``float32``, :func:`advlens.pipeline.sweep.resolve_precision`); FGSM's are float32
+            (:func:`advlens.pipeline.sweep.attack_precision`); predictions and maxima always come from a float32
+            forward of the model.
     """
 
     eps: tuple[float, ...]
@@ -66,12 +70,17 @@ class SweepSettings:
     seed: int
     alpha_ratio: float = DEFAULT_ALPHA_RATIO
     chunk: int = 21
+    precision: str = "float32"
 
     @classmethod
     def for_run(cls, config: PrepareConfig) -> SweepSettings:
         eps = tuple(sorted(float(e) for e in config.sweep_eps))
+        # PrepareConfig.sweep_precision (``--sweep-precision``) where the configuration has it
+        precision = resolve_precision(getattr(config, "sweep_precision", DEFAULT_GRADIENT_PRECISION),
+                                      config.device or "cpu")
         return cls(eps=eps, attacks=tuple(config.sweep_attacks), steps=config.sweep_steps,
-                   per_class=config.sweep_per_class, seed=config.seed, chunk=max(1, config.batch_size // len(eps)))
+                   per_class=config.sweep_per_class, seed=config.seed, chunk=max(1, config.batch_size // len(eps)),
+                   precision=precision)
 
     def as_attrs(self) -> dict[str, Any]:
         values = asdict(self)
@@ -131,7 +140,7 @@ def _attack_parts(model: AnalysedModel, layers: list[str], images: torch.Tensor,
     parts: dict[str, list[list[np.ndarray]]] = {}
     seconds: dict[str, np.ndarray] = {}
     resumed = 0
-    gradients = gradient_model(model)
+    gradients = gradient_models(model, settings.attacks, settings.precision)
     with tqdm(total=count * strengths * len(settings.attacks), desc="sweep", unit="img×ε") as bar:
         for a, attack in enumerate(settings.attacks):
             bar.set_postfix_str(attack)
@@ -143,7 +152,7 @@ def _attack_parts(model: AnalysedModel, layers: list[str], images: torch.Tensor,
                 if stored is None:
                     began = _clock()
                     stored = attack_strengths(model, images[part], labels[part], layers, settings.eps, attack,
-                                              settings.steps, settings.alpha_ratio, gradients=gradients)
+                                              settings.steps, settings.alpha_ratio, gradients=gradients[attack])
                     stored["seconds"] = _clock() - began
                     save_checkpoint(checkpoint, **stored)
                 else:
@@ -228,6 +237,8 @@ def outdated(attrs: dict[str, Any], config: PrepareConfig) -> str | None:
         differences.append(f"{attrs.get('steps')} PGD steps, not {asked.steps}")
     if attrs.get("per_class") != asked.per_class:
         differences.append(f"at most {attrs.get('per_class')} images per class, not {asked.per_class}")
+    if attrs.get("precision", "float32") != asked.precision:  # sweeps before the option ran in float32
+        differences.append(f"{attrs.get('precision', 'float32')} gradients, not {asked.precision}")
     return "; ".join(differences) or None
 
 
@@ -238,7 +249,7 @@ def targeted_key(store: AnalysisStore, original: int, target: int) -> dict[str, 
     attrs = store.group("sweep").attrs
     return {"original": int(original), "target": int(target), "eps": list(attrs["eps"]),
             "attacks": list(attrs["attacks"]), "steps": int(attrs["steps"]), "alpha_ratio": attrs["alpha_ratio"],
-            "layers": list(attrs["layers"])}
+            "layers": list(attrs["layers"]), "precision": attrs.get("precision", "float32")}
 
 
 def _sampled_images(store: AnalysisStore, rows: np.ndarray) -> torch.Tensor:
@@ -295,7 +306,7 @@ def targeted_sweep(store: AnalysisStore, model: AnalysedModel, original: int, ta
     layers = list(attrs["layers"])
     parts: dict[str, list[list[np.ndarray]]] = {}
     seconds: dict[str, float] = {}
-    gradients = gradient_model(model)
+    gradients = gradient_models(model, attacks, key["precision"])
     with tqdm(total=len(rows) * len(eps) * len(attacks), desc=f"targeted sweep {original}→{target}",
               unit="img×ε") as bar:
         for a, attack in enumerate(attacks):
@@ -303,7 +314,7 @@ def targeted_sweep(store: AnalysisStore, model: AnalysedModel, original: int, ta
             for start in range(0, len(rows), chunk):
                 part = slice(start, start + chunk)
                 found = attack_strengths(model, images[part], labels[part], layers, eps, attack, int(attrs["steps"]),
-                                         float(attrs["alpha_ratio"]), targets[part], gradients)
+                                         float(attrs["alpha_ratio"]), targets[part], gradients[attack])
                 for name, values in found.items():
                     parts.setdefault(name, [[] for _ in attacks])[a].append(values)
                 bar.update(len(images[part]) * len(eps))
