@@ -52,8 +52,9 @@ def profiles_session(path, model) -> Session:
     session = Session(path, model=model)
     data = tiny_dataset(200, seed=7)  # other images than the store's
     images = data.images[:BACKGROUND].numpy()
-    background = synthetic_background(session.model, images, data.labels[:BACKGROUND].numpy(),
-                                      default_profile_layers(session.model.graph))
+    labels = data.labels[:BACKGROUND].numpy().copy()
+    labels[::7] = (labels[::7] + 1) % 3  # some "true" labels the model disagrees with: true ≠ predicted colouring
+    background = synthetic_background(session.model, images, labels, default_profile_layers(session.model.graph))
     session.cache.get_or_compute(("profiles-background",), lambda: background)
     session.has_profiles = lambda: True  # the tiny store has no profiles stage; the background stands in
     return session
