@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,6 +189,33 @@ def test_stored_result_is_read_back_by_a_new_session_without_computing(store_and
     assert fresh.stored_pair_datapaths(other, targets=TARGETS, **FAST) is None and calls == []
 
 
+def test_a_stored_lookup_does_not_wait_for_a_running_computation(store_and_model, pair, monkeypatch):
+    """The app polls stored_pair_datapaths while its job computes the same pair in another thread."""
+    path, model = store_and_model
+    started, release = threading.Event(), threading.Event()
+    real = datapaths_pair.compute_pair_datapaths
+
+    def slow(*args, **kwargs):
+        started.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datapaths_pair, "compute_pair_datapaths", slow)
+    session = Session(path, model=model)
+    job = threading.Thread(target=session.pair_datapaths, args=(pair,), kwargs={"targets": 3, **FAST})
+    job.start()
+    try:
+        assert started.wait(30)
+        begun = time.perf_counter()
+        assert session.stored_pair_datapaths(pair, targets=3, **FAST) is None
+        assert time.perf_counter() - begun < 5
+    finally:
+        release.set()
+        job.join(60)
+    found = session.stored_pair_datapaths(pair, targets=3, **FAST)
+    assert found is not None and found is session.pair_datapaths(pair, targets=3, **FAST)
+
+
 def test_result_goes_stale_when_a_stage_it_reads_is_redone(store_and_model, pair, paths, monkeypatch, tmp_path):
     path, model = store_and_model
     copy = tmp_path / "store"
@@ -285,3 +315,25 @@ def test_bad_input_is_refused_before_any_work(session, pair, paths, call, error,
                         lambda *a, **k: pytest.fail("computed datapaths for bad input"))
     with pytest.raises(error, match=words):
         call(session, pair)
+
+
+@pytest.mark.slow
+def test_table_benchmark_small_version_prints_scores_within_0_and_k(tmp_path_factory, capsys):
+    """Spec-003 A9's CI version (10 adversarials × 5 targets, T = 100) on the 200-image Fashion-MNIST store."""
+    import importlib.util
+
+    from app_fixtures import small_store_path
+
+    root = small_store_path(tmp_path_factory)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "datapaths_table.py"
+    spec = importlib.util.spec_from_file_location("datapaths_table", script)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert table.main(["--store", str(root), "--small", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith(("| U |", "| chain |"))]
+    assert len(rows) == 2
+    for row in rows:
+        for cell in (row[2], row[3]):  # top-1/3/5, raw and RMS
+            scores = [float(v) for v in cell.strip().split("/")]
+            assert all(0 <= s <= k for s, k in zip(scores, (1, 3, 5))) and scores == sorted(scores)

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,6 +49,8 @@ VERSION = 1
 DEFAULTS: dict[str, Any] = {"lam": 0.1, "gamma": 0.1, "steps": 200, "lr": 0.05, "tau": 0.5, "seed": 0}
 """Spec-003 §1.2's extraction settings (λ̃, γ̃, T, Adam's lr, τ) and the seed of the target draw."""
 METHODS = ("sgd", "fast")
+MEMO_SIZE = 32
+"""Pairs' results :meth:`DatapathAnalysis.stored_pair_datapaths` finds in the session without the store."""
 
 
 def _positive(value: Any, what: str) -> int:
@@ -183,23 +187,48 @@ class DatapathAnalysis(SessionCore):
         pair, targets = self.check_pair(pair), _positive(targets, "targets")
         merged = self._datapath_settings(settings)
         key = self._datapath_key(pair, targets, merged)
-        return self._cached(("datapaths", json.dumps(key, sort_keys=True)),
-                            lambda: self._datapath_computed(key, progress))
+        text = json.dumps(key, sort_keys=True)
+
+        def compute() -> PairDatapaths:
+            memo, lock = self._datapath_memo()
+            with lock:
+                if text in memo:
+                    return memo[text]
+            result = self._datapath_computed(key, progress)
+            self._datapath_remember(text, result)
+            return result
+        return self._cached(("datapaths", text), compute)
 
     def stored_pair_datapaths(self, pair: int, targets: int = 10, **settings: Any) -> PairDatapaths | None:
-        """The pair's datapaths when the session or the store holds them, else None (nothing is computed)."""
+        """The pair's datapaths when the session or the store holds them, else None (nothing is computed).
+
+        Never waits: while another thread computes the same pair (the app's job), this answers None at once.
+        """
         pair, targets = self.check_pair(pair), _positive(targets, "targets")
         key = self._datapath_key(pair, targets, self._datapath_settings(settings))
+        text = json.dumps(key, sort_keys=True)
+        memo, lock = self._datapath_memo()
+        with lock:
+            if text in memo:
+                memo.move_to_end(text)
+                return memo[text]
+        found = self._datapath_read(key)
+        if found is not None:
+            self._datapath_remember(text, found)
+        return found
 
-        def stored() -> PairDatapaths:
-            found = self._datapath_read(key)
-            if found is None:
-                raise _NotStored
-            return found
-        try:
-            return self._cached(("datapaths", json.dumps(key, sort_keys=True)), stored)
-        except _NotStored:
-            return None
+    def _datapath_memo(self) -> tuple[OrderedDict[str, PairDatapaths], threading.Lock]:
+        """The session's last results (what a read-only store cannot keep), apart from the blocking cache."""
+        return (self.__dict__.setdefault("_datapath_results", OrderedDict()),
+                self.__dict__.setdefault("_datapath_results_lock", threading.Lock()))
+
+    def _datapath_remember(self, text: str, result: PairDatapaths) -> None:
+        memo, lock = self._datapath_memo()
+        with lock:
+            memo[text] = result
+            memo.move_to_end(text)
+            while len(memo) > MEMO_SIZE:
+                memo.popitem(last=False)
 
     def _datapath_read(self, key: dict[str, Any]) -> PairDatapaths | None:
         found = self.store.derived(KIND).get(key, depends_on=DEPENDS_ON)
@@ -324,10 +353,6 @@ class DatapathAnalysis(SessionCore):
                                     library.examples(gate.name, channel), None)
         except StoreError as exc:
             return DatapathFeatures(gate.name, channel, None, None, str(exc))
-
-
-class _NotStored(Exception):
-    """Raised inside the cache when a stored lookup finds nothing (so nothing is cached)."""
 
 
 __all__ = ["DatapathAnalysis", "DatapathActivationMaps", "DatapathContribution", "DatapathExamples",
