@@ -84,7 +84,7 @@ def test_stored_arrays_equal_the_attack_classes_and_plain_forward_passes(store, 
     assert attrs["layers"] == ["1", "3"] and attrs["channels"] == [4, 6] and attrs["attacks"] == ["pgd", "fgsm"]
     assert attrs["eps"] == sorted(EPS) and attrs["steps"] == STEPS and attrs["alpha_ratio"] == 0.25
     assert attrs["per_class"] == PER_CLASS and attrs["seed"] == 3 and attrs["seconds"] > 0
-    assert attrs["precision"] == "float32"
+    assert attrs["precision"] == "float32" and 0 < attrs["benign_cpu_seconds"] <= attrs["cpu_seconds"]
     assert set(attrs["attack_seconds"]) == {"pgd", "fgsm"} and set(attrs["machine"]) >= {"cpus", "load_average"}
     with torch.no_grad():
         pred = model(data.images).argmax(1).numpy()

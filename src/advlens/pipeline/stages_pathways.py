@@ -205,7 +205,7 @@ def run_sweep(ctx: StageContext, out: StageWriter) -> dict:
     out.attrs(layers=layers, channels=channels, **settings.as_attrs(),
               sample_count=np.bincount(labels[sample], minlength=classes).astype(int).tolist(),
               benign_count=len(benign_rows), seconds=round(float(wall), 3), cpu_seconds=round(float(cpu), 3),
-              benign_seconds=round(float(benign_seconds[0]), 3),
+              benign_seconds=round(float(benign_seconds[0]), 3), benign_cpu_seconds=round(float(benign_seconds[1]), 3),
               attack_seconds={name: round(float(value[0]), 3) for name, value in seconds.items()},
               attack_cpu_seconds={name: round(float(value[1]), 3) for name, value in seconds.items()},
               rows_per_second=round(rows / wall, 2) if wall > 0 else None, machine=machine)
