@@ -188,10 +188,13 @@ def test_a_killed_sweep_resumes_from_its_finished_parts(store, model_and_data, t
 
 def test_changed_settings_are_reported_with_the_redo_hint(store, model_and_data, caplog):
     model, data = model_and_data
+    config = _config(sweep_steps=2, sweep_per_class=5)
+    config.sweep_precision = "bfloat16"
     with caplog.at_level(logging.WARNING):
-        prepare(_config(sweep_steps=2, sweep_per_class=5), store.root, model=model, data=data, stages=["sweep"])
+        prepare(config, store.root, model=model, data=data, stages=["sweep"])
     message = " ".join(r.getMessage() for r in caplog.records)
     assert "4 PGD steps, not 2" in message and "at most 8 images per class, not 5" in message
+    assert "float32 gradients, not bfloat16" in message
     assert "`--redo sweep`" in message
     assert open_store(store.root).group("sweep").attrs["steps"] == STEPS, "a finished stage is kept"
 
