@@ -3,8 +3,8 @@
 diverging case: pick a pair → the river draws → click the layer with the largest source–adversarial divergence →
 treemap (activation difference) → click its top map → neuron level → draw an AOI box → trace its contributions
 to an earlier layer → treemap in contribution mode (dotted fill, top-10 list) → click the top contributor → the
-breadcrumb shows the chain; then a pair whose datapaths are not stored shows the job's progress bar. No console
-errors. The pair walked is computed in the fixture through the analysis API, so the walk is not dominated by the
+breadcrumb shows the chain; then a pair whose datapaths are not stored shows the job's progress bar, and its
+river once the job ends (so no job is left running when the test ends). No console errors. The pair walked is computed in the fixture through the analysis API, so the walk is not dominated by the
 extraction. A screenshot per step goes to ``tests/artifacts/screenshots/`` (git-ignored).
 """
 
@@ -154,6 +154,11 @@ def walk_datapaths(page, base: str, session, pair: int, other: int, name: str = 
     page.wait_for_selector(".job-running", timeout=60_000)
     assert f"datapaths of pair {other}" in page.locator("#dp-progress").inner_text()
     shot(page, f"{name}-6-job")
+    # the job ends (≈ 8 s on an idle machine) and the river draws without a reload
+    page.wait_for_function("(id) => document.querySelectorAll(`#${id} .scatterlayer .trace`).length >= 3",
+                           arg=RIVER, timeout=1_800_000)
+    assert page.locator(".job-running").count() == 0 and session.stored_pair_datapaths(other) is not None
+    shot(page, f"{name}-7-job-done")
     assert not page.problems, page.problems
     return {"map click → neuron view (s)": latency}
 
