@@ -38,15 +38,22 @@ def tiny_dataset(count: int = 60, seed: int = 1) -> ImageDataset:
 
 
 def trained_tiny_model(data: ImageDataset, steps: int = 60) -> AnalysedModel:
-    """The tiny net fitted for a few full-batch Adam steps (deterministic on the CPU)."""
+    """The tiny net fitted for a few full-batch Adam steps, on one thread whatever the caller's setting, so that
+    every module gets the same weights (a store built by one module's fixture is reused by another's, and the
+    store checks the weights' fingerprint)."""
     model = AnalysedModel(tiny_net(), mean=(0.5,), std=(0.25,), input_shape=(1, 8, 8),
                           class_names=data.class_names, spec="tests:tiny")
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(data.images), data.labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            loss = nn.functional.cross_entropy(model(data.images), data.labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     return model.eval()
 
 
