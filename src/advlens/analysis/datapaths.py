@@ -94,30 +94,37 @@ class DatapathAnalysis(SessionCore):
         others = probs.copy()
         others[rows, t["adv_pred"]] = -np.inf
         score = 1.0 - (top - others.max(axis=1))
+        stored = self._datapath_stored_mask(targets, self._datapath_settings(settings))
         return DatapathExamples(pair=t["pair"].astype(np.int64), dataset_index=t["dataset_index"].astype(np.int64),
                                 label=t["label"].astype(np.int64), adv_pred=t["adv_pred"].astype(np.int64),
-                                adversarialness=score, stored=self._datapath_stored_mask(targets, self._datapath_settings(settings)),
-                                class_names=tuple(self.class_names))
+                                adversarialness=score, stored=stored, class_names=tuple(self.class_names))
 
     def _datapath_stored_mask(self, targets: int, settings: dict[str, Any]) -> np.ndarray:
-        """Which pairs have a fresh stored result of these settings (reads only the small sidecars)."""
+        """Which pairs have a fresh stored result of these settings (reads only the small sidecars), or one
+        in the session's memo (a read-only store keeps none)."""
         derived = self.store.derived(KIND)
         stamps = {s: stage_stamp(self.store.manifest["stages"][s]) for s in DEPENDS_ON}
         wanted = self._datapath_key(0, targets, settings)
         mask = np.zeros(self.num_pairs, dtype=bool)
+
+        def mark(key: Any) -> None:
+            pair = key.get("pair") if isinstance(key, dict) else None
+            if isinstance(pair, int) and 0 <= pair < self.num_pairs and key == {
+                    **wanted, "pair": pair, "dataset_index": int(self.table["dataset_index"][pair])}:
+                mask[pair] = True
+
         for sidecar in sorted(derived.folder.glob("*.json")) if derived.folder.is_dir() else ():
             try:
                 record = json.loads(sidecar.read_text())
-                key = record["key"]
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError):
                 continue
-            if record.get("stages") != stamps or not isinstance(key, dict):
-                continue
-            pair = key.get("pair")
-            if not (isinstance(pair, int) and 0 <= pair < self.num_pairs and sidecar.with_suffix(".npz").is_file()):
-                continue
-            if key == {**wanted, "pair": pair, "dataset_index": int(self.table["dataset_index"][pair])}:
-                mask[pair] = True
+            if isinstance(record, dict) and record.get("stages") == stamps and sidecar.with_suffix(".npz").is_file():
+                mark(record.get("key"))
+        memo, lock = self._datapath_memo()
+        with lock:
+            texts = list(memo)
+        for text in texts:
+            mark(json.loads(text))
         return mask
 
     # ------------------------------------------------------------------ a pair's datapaths
@@ -283,8 +290,8 @@ class DatapathAnalysis(SessionCore):
         mask = check_aoi(self._datapath_aoi(aoi, target_gate.grid), target_gate.grid)
         paths = self.pair_datapaths(pair, targets=targets, **settings)
         target = paths.representative if target is None else check_id(target, paths.num_targets, "target")
-        key = ("datapath-contribution", pair, targets, json.dumps(self._datapath_settings(settings), sort_keys=True), target,
-               target_gate.name, target_map, source_gate.name, mask.numpy().tobytes(), method, margin)
+        key = ("datapath-contribution", pair, targets, json.dumps(self._datapath_settings(settings), sort_keys=True),
+               target, target_gate.name, target_map, source_gate.name, mask.numpy().tobytes(), method, margin)
 
         def compute() -> tuple[Contribution, float]:
             images = torch.from_numpy(self.datapath_images(pair, paths.target_rows[[target]]))
