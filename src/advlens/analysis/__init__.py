@@ -1,15 +1,21 @@
 """Analyses over one store: the shared core (store, model, cache, id checks) and one class per system.
 
-``Session`` is what the app and notebooks use: paper 001's image and neuron space and paper 004's
-activation pathways on the core.
+``Session`` is what the app and notebooks use: paper 001's image and neuron space, paper 004's activation
+pathways, paper 002's activation profiles, paper 003's datapaths and the intervention checks, on the core.
 """
 
 from advlens.analysis.core import SelectionError, SessionCore
 from advlens.analysis.image_space import SORT_ORDERS, ImageSpace
 from advlens.analysis.neurons import NEURON_MEASURES, NeuronAnalysis
 from advlens.analysis.pathways import ClassPairCounts, PathwayAnalysis, PathwayGraph, PathwayNeuronDetail, SweepInfo
+from advlens.analysis.datapaths import DatapathAnalysis, PairDatapaths
+from advlens.analysis.faithfulness import RANKING_SOURCES, FaithfulnessAnalysis, Rankings
+from advlens.analysis.profiles import (COLOUR_BY, EXPORT_FORMATS, FLOW_MODES, IMAGES, FlowData, LayerView,
+                                       PairProfiles, ProfilesAnalysis, ProfilesBackground, UnitDetail)
 from advlens.analysis.session import Session
 
 __all__ = ["Session", "SessionCore", "ImageSpace", "NeuronAnalysis", "SelectionError", "SORT_ORDERS",
            "NEURON_MEASURES", "PathwayAnalysis", "PathwayGraph", "PathwayNeuronDetail", "ClassPairCounts",
-           "SweepInfo"]
+           "SweepInfo", "ProfilesAnalysis", "ProfilesBackground", "PairProfiles", "FlowData", "LayerView",
+           "UnitDetail", "COLOUR_BY", "FLOW_MODES", "IMAGES", "EXPORT_FORMATS", "DatapathAnalysis", "PairDatapaths",
+           "FaithfulnessAnalysis", "RANKING_SOURCES", "Rankings"]

@@ -38,6 +38,7 @@ import torch
 from advlens.analysis.core import SelectionError, SessionCore
 from advlens.analysis.neurons import NEURON_MEASURES
 from advlens.errors import ConfigError, StoreError
+from advlens.faithfulness.what_if import PairEdit, edit_pair, record_pair
 from advlens.faithfulness import (MODES, PatchCurve, default_ks, difference_ranking, order_by_score, patch_auc,
                                   patch_curve)
 
@@ -267,3 +268,22 @@ class FaithfulnessAnalysis(SessionCore):
                                 np.stack([order for _, _, order in usable]), mode, steps)
             out += [(name, key, float(auc)) for (name, key, _), auc in zip(usable, patch_auc(curve))]
         return out
+
+    def edit_pair(self, pair: int, channels: Sequence[int] | np.ndarray, mode: str = "restore",
+                  layer: str | None = None) -> PairEdit:
+        """A what-if edit of one pair (``advlens.faithfulness.what_if.edit_pair``): ``channels`` of ``layer``
+        (default: the analysed layer) restored to benign (``mode="restore"``, in the adversarial pass), set to
+        adversarial (``"attack"``, in the benign pass) or zeroed (``"zero_adversarial"`` / ``"zero_benign"``);
+        the pair's unedited pass and the layer's maps are kept in the session's cache, so the next edit of the
+        pair costs one forward.
+
+        Raises:
+            SelectionError: a pair id outside the store. ConfigError / ModelError: bad channels, mode or layer.
+        """
+        pair = self.check_pair(pair)
+        model = self.model
+        name = self._layer(layer)
+        benign, adversarial = self.pair_images([pair])
+        record = self.cache.get_or_compute(("what-if-record", pair, name),
+                                           lambda: record_pair(model, benign, adversarial, name))
+        return edit_pair(model, benign, adversarial, name, np.asarray(channels, dtype=np.int64), mode, record=record)

@@ -21,7 +21,7 @@ from advlens.analysis import Session
 from advlens.app import common, validate
 from advlens.app.common import GRAPH_CONFIG, class_color, empty_figure
 from advlens.app.figures import figure
-from advlens.faithfulness.what_if import EDIT_MODES, EDITED_SIDE, PairEdit, edit_pair, record_pair
+from advlens.faithfulness.what_if import EDIT_MODES, EDITED_SIDE, PairEdit
 
 MODE_LABELS = {
     "restore": "restore to benign",
@@ -56,20 +56,8 @@ class WhatIfIds:
 
 
 def pair_edit(session: Session, pair: int, layer: str, channels: Sequence[int], mode: str) -> PairEdit:
-    """``edit_pair`` of one stored pair; its unedited pass and ``layer``'s maps come from the session's cache.
-
-    Raises:
-        SelectionError: a pair id outside the store. ConfigError / ModelError: bad channels, mode or layer.
-    """
-    pair = session.check_pair(pair)
-    model = session.model
-    name = model.graph.resolve(layer)
-    benign, adversarial = session.pair_images([pair])
-
-    def record():
-        return record_pair(model, benign, adversarial, name)
-    kept = session.cache.get_or_compute(("what-if-record", pair, name), record)
-    return edit_pair(model, benign, adversarial, name, np.asarray(channels, dtype=np.int64), mode, record=kept)
+    """The session's what-if edit of one stored pair (:meth:`~advlens.analysis.Session.edit_pair`)."""
+    return session.edit_pair(pair, channels, mode, layer)
 
 
 def neuron_list(channels: Sequence[int]) -> str:
