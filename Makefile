@@ -32,6 +32,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/advlens prepare --model fashion-resnet --dataset fashion-mnist --split test \
 	  --attack pgd --eps 8/255 --alpha 2/255 --steps 7 --out $(STORE)
+	$(VENV)/bin/advlens datapaths $(STORE) --pairs top:3
 	@echo "The analysis store is at $(STORE) ($(VENV)/bin/advlens info $(STORE)). Opening the app; Ctrl+C stops it."
 	$(VENV)/bin/advlens serve $(STORE)
 
