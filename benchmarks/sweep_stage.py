@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sweep-bench-")) / "store"
     load_before = os.getloadavg()
     config = PrepareConfig(limit=args.limit, batch_size=args.batch_size, sweep_per_class=args.per_class)
-    config.sweep_precision = args.precision  # read by the sweep stage (PrepareConfig's field once it has one)
+    config.sweep_precision = args.precision
     try:
         started = time.perf_counter()
         store = prepare(config, scratch, stages=["sweep"])

@@ -11,7 +11,8 @@ from advlens.data import AUGMENTED, ImageDataset
 from advlens.errors import AttackError, ConfigError
 from advlens.models import AnalysedModel
 from advlens.models.fingerprint import model_fingerprint, tensor_digest
-from advlens.pipeline.sweep import DEFAULT_PER_CLASS, DEFAULT_SWEEP_EPS, DEFAULT_SWEEP_STEPS, SWEEP_ATTACKS
+from advlens.pipeline.sweep import (DEFAULT_GRADIENT_PRECISION, DEFAULT_PER_CLASS, DEFAULT_SWEEP_EPS,
+                                   DEFAULT_SWEEP_STEPS, GRADIENT_PRECISIONS, SWEEP_ATTACKS)
 from advlens.store import WEIGHTS_FILE
 
 DEFAULT_PROFILES_BACKGROUND = 2000
@@ -91,6 +92,7 @@ class PrepareConfig:
     sweep_attacks: tuple[str, ...] = SWEEP_ATTACKS
     sweep_per_class: int = DEFAULT_PER_CLASS
     sweep_steps: int = DEFAULT_SWEEP_STEPS
+    sweep_precision: str = DEFAULT_GRADIENT_PRECISION
     # the profiles stage's settings (spec-002 §1.3), likewise recorded in its attrs only
     profiles_background: int = DEFAULT_PROFILES_BACKGROUND
     profiles_layers: tuple[str, ...] | str | None = None  # "a,b" or names; None: default_profile_layers(graph)
@@ -182,7 +184,7 @@ class PrepareConfig:
                  "random_start": "--random-start", "trust_pickle": "--trust-pickle", "seed": "--seed",
                  "batch_size": "--batch-size", "feature_steps": "--feature-steps", "sweep_eps": "--sweep-eps",
                  "sweep_attacks": "--sweep-attacks", "sweep_per_class": "--sweep-per-class",
-                 "sweep_steps": "--sweep-steps", "profiles_background": "--profiles-background",
+                 "sweep_steps": "--sweep-steps", "sweep_precision": "--sweep-precision", "profiles_background": "--profiles-background",
                  "profiles_layers": "--profiles-layers"}
         paths = ("weights", "data_dir", "adversarial_file")
         defaults = PrepareConfig()
@@ -219,6 +221,9 @@ def _sweep_problems(config: PrepareConfig) -> list[str]:
     if not attacks or any(a not in SWEEP_ATTACKS for a in attacks) or len(set(attacks)) != len(attacks):
         problems.append(f"--sweep-attacks must name each of {', '.join(SWEEP_ATTACKS)} at most once, got "
                         f"{','.join(map(str, attacks)) or '(none)'}")
+    if config.sweep_precision not in GRADIENT_PRECISIONS:
+        problems.append(f"--sweep-precision must be one of {', '.join(GRADIENT_PRECISIONS)}, got "
+                        f"{config.sweep_precision!r}")
     for flag, value in (("--sweep-steps", config.sweep_steps), ("--sweep-per-class", config.sweep_per_class)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problems.append(f"{flag} must be at least 1, got {value}")

@@ -35,7 +35,7 @@ from advlens.models import AnalysedModel
 from advlens.pathways import default_pathway_layers
 from advlens.pipeline.config import PrepareConfig
 from advlens.pipeline.stage import Stage, StageContext, load_checkpoint, save_checkpoint
-from advlens.pipeline.sweep import (DEFAULT_ALPHA_RATIO, DEFAULT_GRADIENT_PRECISION, assemble, attack_strengths,
+from advlens.pipeline.sweep import (DEFAULT_ALPHA_RATIO, assemble, attack_strengths,
                                    benign_maxima, check_sweep, gradient_models, resolve_precision)
 from advlens.store import AnalysisStore, StageWriter
 from advlens.store.derived import DerivedResult
@@ -76,7 +76,7 @@ class SweepSettings:
     def for_run(cls, config: PrepareConfig) -> SweepSettings:
         eps = tuple(sorted(float(e) for e in config.sweep_eps))
         # PrepareConfig.sweep_precision (``--sweep-precision``) where the configuration has it
-        precision = resolve_precision(getattr(config, "sweep_precision", DEFAULT_GRADIENT_PRECISION),
+        precision = resolve_precision(config.sweep_precision,
                                       config.device or "cpu")
         return cls(eps=eps, attacks=tuple(config.sweep_attacks), steps=config.sweep_steps,
                    per_class=config.sweep_per_class, seed=config.seed, chunk=max(1, config.batch_size // len(eps)),
