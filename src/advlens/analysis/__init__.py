@@ -8,7 +8,8 @@ from advlens.analysis.core import SelectionError, SessionCore
 from advlens.analysis.image_space import SORT_ORDERS, ImageSpace
 from advlens.analysis.neurons import NEURON_MEASURES, NeuronAnalysis
 from advlens.analysis.pathways import ClassPairCounts, PathwayAnalysis, PathwayGraph, PathwayNeuronDetail, SweepInfo
-from advlens.analysis.datapaths import DatapathAnalysis, PairDatapaths
+from advlens.analysis.datapaths import (ADVERSARIALNESS, DatapathActivationMaps, DatapathAnalysis, DatapathContribution,
+                                        DatapathExamples, DatapathFeatures, GateLayer, PairDatapaths)
 from advlens.analysis.faithfulness import RANKING_SOURCES, FaithfulnessAnalysis, Rankings
 from advlens.analysis.profiles import (COLOUR_BY, EXPORT_FORMATS, FLOW_MODES, IMAGES, FlowData, LayerView,
                                        PairProfiles, ProfilesAnalysis, ProfilesBackground, UnitDetail)
@@ -18,4 +19,6 @@ __all__ = ["Session", "SessionCore", "ImageSpace", "NeuronAnalysis", "SelectionE
            "NEURON_MEASURES", "PathwayAnalysis", "PathwayGraph", "PathwayNeuronDetail", "ClassPairCounts",
            "SweepInfo", "ProfilesAnalysis", "ProfilesBackground", "PairProfiles", "FlowData", "LayerView",
            "UnitDetail", "COLOUR_BY", "FLOW_MODES", "IMAGES", "EXPORT_FORMATS", "DatapathAnalysis", "PairDatapaths",
+           "DatapathExamples", "GateLayer", "DatapathContribution", "DatapathActivationMaps", "DatapathFeatures",
+           "ADVERSARIALNESS",
            "FaithfulnessAnalysis", "RANKING_SOURCES", "Rankings"]
