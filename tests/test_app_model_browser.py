@@ -112,8 +112,9 @@ def test_model_page_walk(page, session, server):
     assert page.locator(".channel-tile").count() == min(64, channels) == 64
     assert layer in page.locator("#gallery-caption").inner_text()
     assert all(images_loaded(page, ".tile-img"))
-    carried = {k: v for k, v in query(page).items() if k in SHARED_KEYS}  # the Pathways page's class pair
-    assert set(carried) <= {"true", "adv"}, "the navigation carries only the selection every page understands"
+    # the navigation carried the other pages' selection every page understands (the Pathways page's class pair, the
+    # Profiles and Datapaths pages' pair) and nothing else: the query is the Model page's layer plus those keys
+    carried = {k: v for k, v in query(page).items() if k in SHARED_KEYS}
     assert query(page) == {"layer": layer, **carried}
     page.locator(".channel-tile", has_text="12").first.click()
     wait_idle(page, timeout=120)
