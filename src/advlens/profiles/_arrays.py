@@ -102,3 +102,37 @@ def euclidean(a: np.ndarray, b: np.ndarray, block: int = 1024) -> np.ndarray:
 def _squared_norms(rows: np.ndarray) -> np.ndarray:
     x = np.asarray(rows, dtype=np.float64)
     return (x * x).sum(axis=1)
+
+
+def bandwidth_search(gaps: np.ndarray, target: float, n_iter: int, tolerance: float) -> np.ndarray:
+    """Each row's σ with ``Σ_j exp(−gap_j / σ) = target`` (a gap ≤ 0 counts 1): umap-learn's float32 binary
+    search of ``smooth_knn_dist`` (start 1, doubling while unbounded, the sum taken column by column as its
+    loop does), vectorised over rows; rows stop once within ``tolerance``. The fit (gaps d − ρ) and the
+    placement of new images (ρ = 0) both use it.
+
+    Shape: gaps (n, k − 1) float32; returns float32 (n,).
+    """
+    n = len(gaps)
+    lo = np.zeros(n, dtype=np.float32)
+    hi = np.full(n, np.inf, dtype=np.float32)
+    mid = np.ones(n, dtype=np.float32)
+    active = np.ones(n, dtype=bool)
+    for _ in range(n_iter):
+        with np.errstate(over="ignore"):
+            terms = np.where(gaps > 0, np.exp(-(gaps / mid[:, None])), np.float32(1.0)).astype(np.float32)
+        psum = np.zeros(n, dtype=np.float32)
+        for column in range(terms.shape[1]):  # sequential float32 sum, as umap-learn's loop
+            psum += terms[:, column]
+        active &= np.abs(psum - target) >= tolerance
+        if not active.any():
+            break
+        above = active & (psum > target)
+        below = active & ~(psum > target)
+        hi[above] = mid[above]
+        mid[above] = (lo[above] + hi[above]) / np.float32(2.0)
+        lo[below] = mid[below]
+        unbounded = below & np.isinf(hi)
+        mid[unbounded] *= np.float32(2.0)
+        bounded = below & ~np.isinf(hi)
+        mid[bounded] = (lo[bounded] + hi[bounded]) / np.float32(2.0)
+    return mid

@@ -52,7 +52,7 @@ import numpy as np
 import scipy.sparse
 
 from advlens.errors import ConfigError
-from advlens.profiles._arrays import ArrayLike, as_array, layer_stack, positive_int, real
+from advlens.profiles._arrays import ArrayLike, as_array, bandwidth_search, layer_stack, positive_int, real
 from advlens.profiles.placement import PlacementParams, place
 
 logger = logging.getLogger(__name__)
@@ -115,29 +115,7 @@ def smooth_knn_dist(dists: np.ndarray, k: int, n_iter: int = 64) -> tuple[np.nda
     target = float(np.log2(k))
     positive = dists > 0
     rho = np.where(positive.any(axis=1), dists[np.arange(n), np.argmax(positive, axis=1)], 0).astype(np.float32)
-    lo = np.zeros(n, dtype=np.float32)
-    hi = np.full(n, np.inf, dtype=np.float32)
-    mid = np.ones(n, dtype=np.float32)
-    active = np.ones(n, dtype=bool)
-    gaps = dists[:, 1:] - rho[:, None]
-    for _ in range(n_iter):
-        with np.errstate(over="ignore"):
-            terms = np.where(gaps > 0, np.exp(-(gaps / mid[:, None])), np.float32(1.0)).astype(np.float32)
-        psum = np.zeros(n, dtype=np.float32)
-        for column in range(terms.shape[1]):  # sequential float32 sum, as umap-learn's loop
-            psum += terms[:, column]
-        active &= np.abs(psum - target) >= SMOOTH_K_TOLERANCE
-        if not active.any():
-            break
-        above = active & (psum > target)
-        below = active & ~(psum > target)
-        hi[above] = mid[above]
-        mid[above] = (lo[above] + hi[above]) / np.float32(2.0)
-        lo[below] = mid[below]
-        unbounded = below & np.isinf(hi)
-        mid[unbounded] *= np.float32(2.0)
-        bounded = below & ~np.isinf(hi)
-        mid[bounded] = (lo[bounded] + hi[bounded]) / np.float32(2.0)
+    mid = bandwidth_search(dists[:, 1:] - rho[:, None], target, n_iter, SMOOTH_K_TOLERANCE)
     floor = np.where(rho > 0, MIN_K_DIST_SCALE * dists.mean(axis=1), MIN_K_DIST_SCALE * dists.mean())
     return np.maximum(mid, floor).astype(np.float32), rho
 

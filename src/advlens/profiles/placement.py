@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from advlens.profiles._arrays import euclidean
+from advlens.profiles._arrays import bandwidth_search, euclidean
 
 # umap-learn is imported inside the functions: its import loads numba code (seconds), which only a fit
 # or a placement needs.
@@ -96,28 +96,7 @@ def smooth_knn_sigma(dists: np.ndarray, k: int, n_iter: int = 64) -> np.ndarray:
     """
     dists = np.asarray(dists, dtype=np.float32)
     target = float(np.log2(k))  # float64, as umap-learn compares its float32 sums with it
-    lo = np.zeros(len(dists), dtype=np.float32)
-    hi = np.full(len(dists), np.inf, dtype=np.float32)
-    mid = np.ones(len(dists), dtype=np.float32)
-    active = np.ones(len(dists), dtype=bool)
-    rest = dists[:, 1:]
-    for _ in range(n_iter):
-        terms = np.where(rest > 0, np.exp(-(rest / mid[:, None])), np.float32(1.0)).astype(np.float32)
-        psum = np.zeros(len(dists), dtype=np.float32)
-        for column in range(terms.shape[1]):  # sequential float32 sum, as umap-learn's loop
-            psum += terms[:, column]
-        active &= np.abs(psum - target) >= 1e-5
-        if not active.any():
-            break
-        above = active & (psum > target)
-        below = active & ~(psum > target)
-        hi[above] = mid[above]
-        mid[above] = (lo[above] + hi[above]) / np.float32(2.0)
-        lo[below] = mid[below]
-        unbounded = below & np.isinf(hi)
-        mid[unbounded] *= np.float32(2.0)
-        bounded = below & ~np.isinf(hi)
-        mid[bounded] = (lo[bounded] + hi[bounded]) / np.float32(2.0)
+    mid = bandwidth_search(dists[:, 1:], target, n_iter, 1e-5)
     floor = np.float32(1e-3) * dists.mean(axis=1, dtype=np.float32)
     return np.maximum(mid, floor).astype(np.float32)
 
