@@ -23,8 +23,7 @@ import numpy as np
 
 from advlens.analysis import Session
 from advlens.app import validate
-from advlens.app.urls import SHARED_KEYS, make_query, parse_query
-from advlens.errors import AdvlensError
+from advlens.app.urls import QueryReader, SHARED_KEYS, make_query, parse_query
 
 PAIR = "dp-pair"
 READY = "dp-ready"
@@ -195,14 +194,7 @@ def state_from_query(session: Session, search: str | None) -> DatapathsState:
     params = parse_query(search)
     state = DatapathsState()
 
-    def read(key, check, default):
-        if key not in params:
-            return default
-        try:
-            return check(params[key])
-        except AdvlensError as exc:
-            state.problems.append(f"URL parameter {key}={params[key]!r}: {exc}")
-            return default
+    read = QueryReader(params, state.problems)
 
     state.pair = read("pair", lambda v: validate.pair_id(session, v), None)
     state.layer = read("layer", lambda v: check_layer(session, v), None)

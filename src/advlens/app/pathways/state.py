@@ -24,7 +24,7 @@ import numpy as np
 
 from advlens.analysis import Session
 from advlens.app import validate
-from advlens.app.urls import SHARED_KEYS, make_query, parse_query
+from advlens.app.urls import QueryReader, SHARED_KEYS, make_query, parse_query
 from advlens.errors import AdvlensError
 from advlens.pathways import HIGHLIGHT_MODES
 
@@ -146,14 +146,7 @@ def state_from_query(session: Session, search: str | None) -> PathwaysState:
     params = parse_query(search)
     problems: list[str] = []
 
-    def read(key, check, default):
-        if key not in params:
-            return default
-        try:
-            return check(params[key])
-        except AdvlensError as exc:
-            problems.append(f"URL parameter {key}={params[key]!r}: {exc}")
-            return default
+    read = QueryReader(params, problems)
 
     attacks = session.sweep_info().attacks
     attack = read("attack", lambda v: validate.choice(v, attacks, "attack"), "pgd" if "pgd" in attacks else attacks[0])

@@ -22,7 +22,7 @@ from advlens.analysis import Session
 from advlens.analysis.profiles import COLOUR_BY, FLOW_MODES, IMAGES
 from advlens.app import validate
 from advlens.app.model import selection as layer_selection
-from advlens.app.urls import SHARED_KEYS, make_query, parse_query
+from advlens.app.urls import QueryReader, SHARED_KEYS, make_query, parse_query
 from advlens.errors import AdvlensError
 from advlens.profiles import DEFAULT_THRESHOLD, REDUCTIONS, UNIT_SCALARS
 
@@ -114,14 +114,7 @@ def state_from_query(session: Session, search: str | None) -> ProfilesState:
     params = parse_query(search)
     state = ProfilesState()
 
-    def read(key, check, default):
-        if key not in params:
-            return default
-        try:
-            return check(params[key])
-        except AdvlensError as exc:
-            state.problems.append(f"URL parameter {key}={params[key]!r}: {exc}")
-            return default
+    read = QueryReader(params, state.problems)
 
     state.pair = read("pair", lambda v: validate.pair_id(session, v), 0)
     graph = session.model.graph
