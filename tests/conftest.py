@@ -84,3 +84,34 @@ def tiny_data() -> ImageDataset:
 def write_npz_dataset(path: Path, data: ImageDataset) -> Path:
     np.savez(path, images=data.images.numpy(), labels=data.labels.numpy(), class_names=np.array(data.class_names))
     return path
+
+
+def manual_pair_edit(model: AnalysedModel, benign, adversarial, module_name: str, channels, mode: str) -> torch.Tensor:
+    """The edit with the test's own forward hooks on the raw network (a plain loop over channels)."""
+    net = model.net
+    module = net.get_submodule(module_name)
+    normal = {side: (images - model.mean) / model.std for side, images in
+              (("benign", benign), ("adversarial", adversarial))}
+    recorded = {}
+    for side in ("benign", "adversarial"):
+        handle = module.register_forward_hook(lambda m, i, o, _s=side: recorded.__setitem__(_s, o.detach().clone()))
+        try:
+            with torch.no_grad():
+                net(normal[side])
+        finally:
+            handle.remove()
+    source, target = {"restore": ("benign", "adversarial"), "attack": ("adversarial", "benign"),
+                      "zero_adversarial": (None, "adversarial"), "zero_benign": (None, "benign")}[mode]
+
+    def replace(_m, _i, output):
+        output = output.clone()
+        for c in channels:
+            output[:, c] = 0.0 if source is None else recorded[source][:, c]
+        return output
+
+    handle = module.register_forward_hook(replace)
+    try:
+        with torch.no_grad():
+            return net(normal[target])
+    finally:
+        handle.remove()

@@ -12,6 +12,7 @@ from dash import no_update
 from dash.exceptions import PreventUpdate
 
 from app_fixtures import texts, tiny_store, walk
+from conftest import manual_pair_edit
 
 from advlens.analysis import Session
 from advlens.app import what_if
@@ -55,34 +56,11 @@ def bars(figure: dict) -> dict[str, np.ndarray]:
 
 
 def manual_edit(session: Session, pair: int, channels, mode: str) -> np.ndarray:
-    """The edited probabilities with the test's own forward hooks on the raw network (a plain loop)."""
-    model = session.model
-    module = model.net.get_submodule(session.model_config["analysed_layer"])
+    """The edited probabilities with the test's own forward hooks on the raw network (conftest.manual_pair_edit)."""
     benign, adversarial = (torch.from_numpy(a) for a in session.pair_images([pair]))
-    normal = {"benign": (benign - model.mean) / model.std, "adversarial": (adversarial - model.mean) / model.std}
-    maps = {}
-    for side in normal:
-        handle = module.register_forward_hook(lambda m, i, o, _s=side: maps.__setitem__(_s, o.detach().clone()))
-        try:
-            with torch.no_grad():
-                model.net(normal[side])
-        finally:
-            handle.remove()
-    source, target = {"restore": ("benign", "adversarial"), "attack": ("adversarial", "benign"),
-                      "zero_adversarial": (None, "adversarial"), "zero_benign": (None, "benign")}[mode]
-
-    def replace(_m, _i, output):
-        output = output.clone()
-        for c in channels:
-            output[:, c] = 0.0 if source is None else maps[source][:, c]
-        return output
-
-    handle = module.register_forward_hook(replace)
-    try:
-        with torch.no_grad():
-            return model.net(normal[target]).softmax(1)[0].numpy()
-    finally:
-        handle.remove()
+    logits = manual_pair_edit(session.model, benign, adversarial, session.model_config["analysed_layer"], channels,
+                              mode)
+    return logits.softmax(1)[0].numpy()
 
 
 def draw(session, pair, mode="restore", source="neuron", k=10, neuron=None, record=None, measure="band_gap"):

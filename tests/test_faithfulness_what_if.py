@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import manual_pair_edit
+
 from advlens.errors import ConfigError, ModelError
 from advlens.faithfulness.what_if import EDIT_MODES, edit_pair, record_pair, what_if
 from advlens.models import AnalysedModel, load_model
@@ -162,37 +164,6 @@ def demo():
     finally:
         torch.set_num_threads(threads)
     return model, benign, adversarial
-
-
-def manual_pair_edit(model: AnalysedModel, benign, adversarial, module_name: str, channels, mode: str) -> torch.Tensor:
-    """The edit with the test's own forward hooks on the raw network (a plain loop over channels)."""
-    net = model.net
-    module = net.get_submodule(module_name)
-    normal = {side: (images - model.mean) / model.std for side, images in
-              (("benign", benign), ("adversarial", adversarial))}
-    recorded = {}
-    for side in ("benign", "adversarial"):
-        handle = module.register_forward_hook(lambda m, i, o, _s=side: recorded.__setitem__(_s, o.detach().clone()))
-        try:
-            with torch.no_grad():
-                net(normal[side])
-        finally:
-            handle.remove()
-    source, target = {"restore": ("benign", "adversarial"), "attack": ("adversarial", "benign"),
-                      "zero_adversarial": (None, "adversarial"), "zero_benign": (None, "benign")}[mode]
-
-    def replace(_m, _i, output):
-        output = output.clone()
-        for c in channels:
-            output[:, c] = 0.0 if source is None else recorded[source][:, c]
-        return output
-
-    handle = module.register_forward_hook(replace)
-    try:
-        with torch.no_grad():
-            return net(normal[target])
-    finally:
-        handle.remove()
 
 
 @pytest.mark.parametrize("mode", EDIT_MODES)
