@@ -115,3 +115,19 @@ def manual_pair_edit(model: AnalysedModel, benign, adversarial, module_name: str
             return net(normal[target])
     finally:
         handle.remove()
+
+
+USER_MODEL_MODULE = '''
+import torch
+from torch import nn
+
+def build():
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+    )
+    net.mean, net.std = (0.5,), (0.25,)
+    return net
+'''
+"""A user model module (``module:build`` spec) of the tiny net's architecture: tests write it to a folder on sys.path
+and load the tiny model's weights into it."""

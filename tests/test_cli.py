@@ -17,20 +17,8 @@ from advlens.store import STAGES
 from advlens.models.cifar_resnet import CifarResNet18
 from advlens.store import open_store
 
-from conftest import tiny_dataset, trained_tiny_model, write_npz_dataset
+from conftest import USER_MODEL_MODULE, tiny_dataset, trained_tiny_model, write_npz_dataset
 
-MODEL_MODULE = '''
-import torch
-from torch import nn
-
-def build():
-    net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1, stride=2), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
-    )
-    net.mean, net.std = (0.5,), (0.25,)
-    return net
-'''
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -74,7 +62,7 @@ def test_model_dataset_mismatch_is_refused(tmp_path, capsys):
 def test_prepare_from_the_command_line_then_info(tmp_path, capsys, monkeypatch):
     data = tiny_dataset()
     dataset = write_npz_dataset(tmp_path / "d.npz", data)
-    (tmp_path / "usermodel.py").write_text(MODEL_MODULE)
+    (tmp_path / "usermodel.py").write_text(USER_MODEL_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     import usermodel  # noqa: F401 - the factory module the CLI will import
 
@@ -122,7 +110,7 @@ def user_prepare(tmp_path, monkeypatch):
     """`prepare` arguments (all but --out) for the user model `usermodel:build` on the tiny dataset as .npz."""
     data = tiny_dataset()
     dataset = write_npz_dataset(tmp_path / "d.npz", data)
-    (tmp_path / "usermodel.py").write_text(MODEL_MODULE)
+    (tmp_path / "usermodel.py").write_text(USER_MODEL_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     trained = trained_tiny_model(data)
     save_file({k: v.contiguous() for k, v in trained.net.state_dict().items()}, str(tmp_path / "w.safetensors"))

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_dataset, trained_tiny_model, write_npz_dataset
+from conftest import USER_MODEL_MODULE, tiny_dataset, trained_tiny_model, write_npz_dataset
 from safetensors.torch import save_file
 
 from advlens import cli_datapaths
@@ -21,17 +21,6 @@ from advlens.store.manifest import CORE_STAGES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-MODEL_MODULE = '''
-from torch import nn
-
-def build():
-    net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1, stride=2), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
-    )
-    net.mean, net.std = (0.5,), (0.25,)
-    return net
-'''
 QUICK = ["--steps", "10", "--targets", "2"]
 
 
@@ -39,7 +28,7 @@ QUICK = ["--steps", "10", "--targets", "2"]
 def user_store(tmp_path_factory):
     """A store of a user model (`dpmodel:build`, the tiny net) with paper 001's stages; the module on sys.path."""
     folder = tmp_path_factory.mktemp("cli-datapaths")
-    (folder / "dpmodel.py").write_text(MODEL_MODULE)
+    (folder / "dpmodel.py").write_text(USER_MODEL_MODULE)
     data = tiny_dataset()
     trained = trained_tiny_model(data)
     save_file({k: v.contiguous() for k, v in trained.net.state_dict().items()}, str(folder / "w.safetensors"))

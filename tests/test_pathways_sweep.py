@@ -23,7 +23,7 @@ from advlens.pipeline.stages_pathways import TARGETED_KIND, sample_true_positive
 from advlens.pipeline.sweep import attack_strengths, fold_batch_norms, gradient_model, sweep
 from advlens.store import open_store
 
-from conftest import tiny_dataset, trained_tiny_model, write_npz_dataset
+from conftest import USER_MODEL_MODULE, tiny_dataset, trained_tiny_model, write_npz_dataset
 
 EPS = (0.3, 0.02, 0.1)  # given unsorted: the stage stores them ascending
 STEPS = 4
@@ -31,17 +31,6 @@ PER_CLASS = 8
 CONFIG = dict(model="tests:tiny", dataset="tiny", eps=0.2, alpha=0.07, steps=5, batch_size=16, seed=3,
               tsne_perplexity=5.0, sweep_eps=EPS, sweep_per_class=PER_CLASS, sweep_steps=STEPS)
 LAYERS = {"1": 2, "3": 4}  # the tiny net's ReLUs, as the number of nn.Sequential modules up to them
-MODEL_MODULE = '''
-from torch import nn
-
-def build():
-    net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1, stride=2), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
-    )
-    net.mean, net.std = (0.5,), (0.25,)
-    return net
-'''
 
 
 def _config(**changes) -> PrepareConfig:
@@ -272,7 +261,7 @@ def user_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("user")
     data = _data()
     dataset = write_npz_dataset(folder / "d.npz", data)
-    (folder / "sweepmodel.py").write_text(MODEL_MODULE)
+    (folder / "sweepmodel.py").write_text(USER_MODEL_MODULE)
     trained = trained_tiny_model(tiny_dataset())
     save_file({k: v.contiguous() for k, v in trained.net.state_dict().items()}, str(folder / "w.safetensors"))
     sys.path.insert(0, str(folder))
