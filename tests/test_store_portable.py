@@ -19,15 +19,14 @@ from advlens.models import load_model
 from advlens.models.fingerprint import model_fingerprint
 from advlens.store import open_store
 
-from conftest import tiny_dataset, trained_tiny_model, write_npz_dataset
-from test_cli import MODEL_MODULE
+from conftest import USER_MODEL_MODULE, tiny_dataset, trained_tiny_model, write_npz_dataset
 
 
 @pytest.fixture
 def pickled_user_model(tmp_path, monkeypatch):
     """A user model module on sys.path and a torch checkpoint that pickles the whole trained module."""
     data = tiny_dataset()
-    (tmp_path / "usermodel.py").write_text(MODEL_MODULE)
+    (tmp_path / "usermodel.py").write_text(USER_MODEL_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     trained = trained_tiny_model(data)
     torch.save(trained.net, tmp_path / "whole.pt")  # an nn.Module, not a state dict: weights_only refuses it
