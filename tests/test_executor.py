@@ -26,8 +26,8 @@ class DyingExecutor(LocalExecutor):
     def __init__(self, survive: int) -> None:
         self.survive = survive
 
-    def map(self, task, shared, parts, desc):
-        for number, item in enumerate(super().map(task, shared, parts, desc)):
+    def map(self, task, shared, parts, desc, inputs=None):
+        for number, item in enumerate(super().map(task, shared, parts, desc, inputs)):
             if number == self.survive:
                 raise Killed
             yield item

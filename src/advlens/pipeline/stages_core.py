@@ -152,8 +152,33 @@ def _analysed_shapes(ctx: StageContext) -> tuple[tuple[int, ...], int]:
     return tuple(probe.feature_maps.shape[1:]), int(probe.pooled.shape[1])
 
 
+def _activations_shard(shared: dict, part: slice, images: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """One batch of the activations stage (an executor task): pooled vectors, feature maps and their spatial
+    maxima of the benign and the adversarial images of the pairs ``part``.
+
+    Shape:
+        images: benign and adversarial (n, c, H, W) float32. Returns ``{side}_pooled`` (n, D),
+        ``{side}_maps`` (n, K, h, w), ``{side}_max`` (n, K), float32, for side ``benign`` and ``adv``.
+    """
+    model, device = shared["model"], torch.device(shared["device"])
+    result = {}
+    for side, batch in zip(("benign", "adv"), images):
+        with torch.no_grad():
+            acts = model.activations(torch.from_numpy(batch).to(device))
+        maps = acts.feature_maps.float().cpu()
+        result[f"{side}_pooled"] = acts.pooled.float().cpu().numpy()
+        result[f"{side}_maps"] = maps.numpy()
+        result[f"{side}_max"] = maps.flatten(2).amax(2).numpy()
+    return result
+
+
 def run_activations(ctx: StageContext, out: StageWriter) -> dict:
-    """Record pooled vectors and analysed-layer feature maps of the successful pairs."""
+    """Record pooled vectors and analysed-layer feature maps of the successful pairs.
+
+    The batches run on the configured executor (``--executor local|ray``), each reading its pairs' images
+    from the attack stage when it starts; finished batches are checkpointed, so a killed run resumes with
+    the missing ones.
+    """
     attack = ctx.store().group("attack")
     rows = np.flatnonzero(attack["success"][:])
     count = len(rows)
@@ -164,15 +189,14 @@ def run_activations(ctx: StageContext, out: StageWriter) -> dict:
         arrays[f"{side}_maps"] = out.empty(f"{side}_maps", (count, *maps_shape), "float32", (16, *maps_shape))
         arrays[f"{side}_max"] = out.empty(f"{side}_max", (count, maps_shape[0]), "float32",
                                           (max(count, 1), maps_shape[0]))
-    for part in ctx.batches(count, "activations"):
-        for side, source in (("benign", "benign"), ("adv", "adversarial")):
-            images = torch.from_numpy(attack[source].get_orthogonal_selection((rows[part],)))
-            with torch.no_grad():
-                acts = ctx.model.activations(images.to(ctx.device))
-            maps = acts.feature_maps.float().cpu()
-            arrays[f"{side}_pooled"][part] = acts.pooled.float().cpu().numpy()
-            arrays[f"{side}_maps"][part] = maps.numpy()
-            arrays[f"{side}_max"][part] = maps.flatten(2).amax(2).numpy()
+
+    def images(part: slice) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(attack[source].get_orthogonal_selection((rows[part],)) for source in ("benign", "adversarial"))
+    shared = {"model": ctx.model, "device": str(ctx.device)}
+    for part, result in run_sharded(ctx.executor, _activations_shard, shared, shards(count, ctx.config.batch_size),
+                                    ctx.work_dir("activations"), "activations", inputs=images):
+        for name, values in result.items():
+            arrays[name][part] = values
     out.array("row", rows.astype(np.int64))
     out.array("dataset_index", attack["dataset_index"][:][rows])
     out.attrs(analysed_layer=ctx.model.analysed_layer_name, dense_layer=ctx.model.dense_layer_name,

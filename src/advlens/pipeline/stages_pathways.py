@@ -10,7 +10,9 @@ same layers for every benign true positive. The layout is documented in
 
 The stage resumes per part: the benign pass and each (attack, chunk of images) part — all strengths
 of a chunk run as one batch — are checkpointed in the stage's work folder (named after the settings),
-so a killed run redoes at most one part.
+so a killed run redoes at most the parts in flight. The (attack, chunk) parts run on the configured executor
+(``--executor local|ray``, :mod:`advlens.pipeline.executor`); the benign pass (one forward pass per true
+positive, well under 1 % of the stage's work) runs in the driver.
 
 :func:`targeted_sweep` runs Bluff's own setting for one class pair on demand — targeted PGD and FGSM
 toward the target over the sampled images of the original class — and keeps it in
@@ -34,6 +36,7 @@ from advlens.errors import StoreError
 from advlens.models import AnalysedModel
 from advlens.pathways import default_pathway_layers
 from advlens.pipeline.config import PrepareConfig
+from advlens.pipeline.executor import run_sharded, shards
 from advlens.pipeline.stage import Stage, StageContext, load_checkpoint, save_checkpoint
 from advlens.pipeline.sweep import (DEFAULT_ALPHA_RATIO, assemble, attack_strengths,
                                    benign_maxima, check_sweep, gradient_models, resolve_precision)
@@ -131,38 +134,66 @@ def _benign_part(model: AnalysedModel, layers: list[str], images: torch.Tensor, 
     return [stored[f"L{i:02d}"] for i in range(len(layers))], stored["seconds"]
 
 
-def _attack_parts(model: AnalysedModel, layers: list[str], images: torch.Tensor, labels: torch.Tensor,
+class SweepShared:
+    """What every (attack, chunk) part of one attack needs: the model, the layers, the settings and the attack.
+
+    The gradient model (:func:`advlens.pipeline.sweep.gradient_models`, a ``torch.fx`` module, which does not
+    pickle) is built on first use in the process that runs the part and left out when the record is pickled
+    for a Ray worker, which builds its own: the same deterministic copy of the same weights.
+    """
+
+    def __init__(self, model: AnalysedModel, layers: list[str], settings: SweepSettings, attack: str) -> None:
+        self.model, self.layers, self.settings, self.attack = model, layers, settings, attack
+        self._gradients: torch.nn.Module | None = None
+
+    @property
+    def gradients(self) -> torch.nn.Module:
+        if self._gradients is None:
+            self._gradients = gradient_models(self.model, [self.attack], self.settings.precision)[self.attack]
+        return self._gradients
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_gradients": None}
+
+
+def _sweep_shard(shared: SweepShared, part: slice, inputs: tuple[torch.Tensor, torch.Tensor]
+                 ) -> dict[str, np.ndarray]:
+    """One (attack, chunk) part of the sweep (an executor task): every strength of the chunk's images in one
+    batch (:func:`advlens.pipeline.sweep.attack_strengths`), with the (wall, CPU) seconds it took.
+
+    Shape:
+        inputs: the chunk's images (n, c, H, W) in [0, 1] and labels (n,) int64.
+    """
+    images, labels = inputs
+    settings = shared.settings
+    began = _clock()
+    stored = attack_strengths(shared.model, images, labels, shared.layers, settings.eps, shared.attack,
+                              settings.steps, settings.alpha_ratio, gradients=shared.gradients)
+    stored["seconds"] = _clock() - began
+    return stored
+
+
+def _attack_parts(ctx: StageContext, layers: list[str], images: torch.Tensor, labels: torch.Tensor,
                   settings: SweepSettings, work: Path
                   ) -> tuple[dict[str, list[list[np.ndarray]]], dict[str, np.ndarray]]:
-    """Every (attack, chunk) part, computed or taken from its checkpoint: ``parts[name][attack][chunk]`` and
-    the (wall, CPU) seconds per attack."""
-    count, strengths = len(images), len(settings.eps)
+    """Every (attack, chunk) part, computed on the run's executor or taken from its checkpoint
+    (``work/{attack}_{start:08d}.npz``): ``parts[name][attack][chunk]`` and the (wall, CPU) seconds per attack,
+    summed over the parts (on Ray: the workers' seconds, not the run's wall time)."""
     parts: dict[str, list[list[np.ndarray]]] = {}
     seconds: dict[str, np.ndarray] = {}
-    resumed = 0
-    gradients = gradient_models(model, settings.attacks, settings.precision)
-    with tqdm(total=count * strengths * len(settings.attacks), desc="sweep", unit="img×ε") as bar:
-        for a, attack in enumerate(settings.attacks):
-            bar.set_postfix_str(attack)
-            seconds[attack] = np.zeros(2)
-            for start in range(0, count, settings.chunk):
-                part = slice(start, min(start + settings.chunk, count))
-                checkpoint = work / f"{attack}_{start:08d}.npz"
-                stored = load_checkpoint(checkpoint)
-                if stored is None:
-                    began = _clock()
-                    stored = attack_strengths(model, images[part], labels[part], layers, settings.eps, attack,
-                                              settings.steps, settings.alpha_ratio, gradients=gradients[attack])
-                    stored["seconds"] = _clock() - began
-                    save_checkpoint(checkpoint, **stored)
-                else:
-                    resumed += 1
-                seconds[attack] += stored.pop("seconds")
-                for name, values in stored.items():
-                    parts.setdefault(name, [[] for _ in settings.attacks])[a].append(values)
-                bar.update((part.stop - part.start) * strengths)
-    if resumed:
-        logger.info("sweep: resumed %d finished parts of an interrupted run", resumed)
+    chunks = shards(len(images), settings.chunk)
+
+    def inputs(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        return images[part], labels[part]
+    for a, attack in enumerate(settings.attacks):
+        seconds[attack] = np.zeros(2)
+        shared = SweepShared(ctx.model, layers, settings, attack)
+        for _, stored in run_sharded(ctx.executor, _sweep_shard, shared, chunks, work,
+                                     f"sweep {attack} ({len(settings.eps)} strengths per image)", inputs=inputs,
+                                     prefix=f"{attack}_"):
+            seconds[attack] += stored.pop("seconds")
+            for name, values in stored.items():
+                parts.setdefault(name, [[] for _ in settings.attacks])[a].append(values)
     return parts, seconds
 
 
@@ -193,7 +224,7 @@ def run_sweep(ctx: StageContext, out: StageWriter) -> dict:
     benign, benign_seconds = _benign_part(model, layers, images[torch.from_numpy(benign_rows)], ctx.config.batch_size,
                                           work)
     sampled = images[torch.from_numpy(sample)]
-    parts, seconds = _attack_parts(model, layers, sampled, torch.from_numpy(labels[sample]), settings, work)
+    parts, seconds = _attack_parts(ctx, layers, sampled, torch.from_numpy(labels[sample]), settings, work)
     arrays = assemble(parts, model, sampled, layers, len(settings.attacks), len(settings.eps), targeted=False)
     write_sweep_arrays(out, arrays, sample, labels[sample])
     out.array("benign_index", benign_rows)
