@@ -34,7 +34,8 @@ class Boom(nn.Module):
 
 def toy_model() -> AnalysedModel:
     """Constant 2×2 images x → conv (weights 1, −1; biases 0, 1; layer "0") → ReLU h = (x, 1 − x) (layer "1") → conv
-    with W = [[2, 0], [0, 2], [1, 2]] (layer "2") → ReLU z (layer "3") → spatial mean → identity head: the logits are z (every map is constant).
+    with W = [[2, 0], [0, 2], [1, 2]] (layer "2") → ReLU z (layer "3") → spatial mean → identity head: the logits
+    are z (every map is constant).
 
     Benign x = 0.2: h = (0.2, 0.8), z = (0.4, 1.6, 1.8). Adversarial x = 0.9: h = (0.9, 0.1), z = (1.8, 0.2, 1.1).
     """
