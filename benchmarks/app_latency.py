@@ -10,9 +10,15 @@ one after another (each new to the server's cache) and records, from the click e
 - ``all views``: the later of the three (the number to quote);
 - ``maps``: the bMap/aMap overlays arrived too (Alg. 1 forward passes, the slow part on a CPU).
 
-With ``--trace``, every Dash callback request the server answered is listed with its start and end
-(seconds after the page was opened, or after the click), so the time between callbacks can be told
-from the time inside them.
+With ``--trace``, the time is split three ways, each in seconds after the page was opened (or after
+the click): every Dash callback request the server answered, with its start and end on the server and
+the size of its response (server time, payload); when its response had arrived in the browser
+(transfer and queueing); and every Plotly draw (``Plotly.react``/``newPlot``) of each graph, with the
+browser's main-thread long tasks summed (drawing in the browser).
+
+The store is served from a scratch folder of symbolic links to its stages, so the results the app
+computes on demand (``derived/``, e.g. the faithfulness badges) go there and not into ``STORE``,
+and every run starts with none of them.
 
 Usage::
 
@@ -26,6 +32,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from app_fixtures import (  # noqa: E402  (test helpers: server thread, browser launch, idle wait)
+    BUSY_SCRIPT,
     PENDING_SCRIPT,
     ServerThread,
     click_matrix_cell,
@@ -48,7 +56,8 @@ WATCH = """([pair]) => {
   window.__advlensMarks = marks;
   window.__advlensDone = false;
   let t0 = null;
-  document.addEventListener('click', e => { if (t0 === null) t0 = e.timeStamp; }, {capture: true, once: true});
+  document.addEventListener('click', e => { if (t0 === null) window.__advlensClick = t0 = e.timeStamp; },
+                            {capture: true, once: true});
   const title = id => ((document.querySelector(`#${id} .gtitle`) || {}).textContent || '');
   const old = {rf: document.getElementById('rf-benign-img').src, map: document.getElementById('bmap-img').src};
   const check = () => {
@@ -70,6 +79,103 @@ WATCH = """([pair]) => {
 }"""
 
 
+DRAW_PROBE = """
+(() => {
+  // every Plotly draw of a graph, [graph id, start, end] in ms (performance.now()), and the long tasks
+  window.__advlensDraws = [];
+  window.__advlensLongTasks = [];
+  const wrap = plotly => {
+    for (const name of ['react', 'newPlot']) {
+      const original = plotly[name];
+      if (!original || original.__advlensWrapped) continue;
+      plotly[name] = function (gd, ...rest) {
+        const start = performance.now();
+        const id = (gd && gd.closest && (gd.closest('[id]') || {}).id) || '?';
+        const done = () => window.__advlensDraws.push([id, start, performance.now()]);
+        const result = original.call(this, gd, ...rest);
+        if (result && result.then) result.then(done, done); else done();
+        return result;
+      };
+      plotly[name].__advlensWrapped = true;
+    }
+  };
+  let current;
+  Object.defineProperty(window, 'Plotly', {configurable: true, get: () => current,
+                                           set: value => { current = value; if (value) wrap(value); }});
+  try {
+    new PerformanceObserver(list => list.getEntries().forEach(
+      e => window.__advlensLongTasks.push([e.startTime, e.duration]))).observe({type: 'longtask', buffered: true});
+  } catch (e) { /* no long-task timing in this browser */ }
+})();
+"""
+"""Records each Plotly draw and each long task of the page (see ``--trace``)."""
+
+
+def scratch_store(store: Path) -> tempfile.TemporaryDirectory:
+    """A temporary folder that links every entry of ``store`` except ``derived/``: the app reads the store's
+    stages and writes what it computes on demand into the scratch folder, never into ``store``."""
+    folder = tempfile.TemporaryDirectory(prefix="advlens-latency-")
+    for entry in Path(store).resolve().iterdir():
+        if entry.name != "derived":
+            (Path(folder.name) / entry.name).symlink_to(entry)
+    return folder
+
+
+def wait_quiet(page, timeout: float = 180.0, settle: float = 0.3) -> float:
+    """Wait until the page has had no work in flight (``BUSY_SCRIPT``) for ``settle`` seconds; returns the
+    ``time.perf_counter()`` at which the work ended (the settle period not counted)."""
+    deadline = time.monotonic() + timeout
+    last_busy = time.perf_counter()
+    while time.monotonic() < deadline:
+        now = time.perf_counter()
+        if page.evaluate(BUSY_SCRIPT):
+            last_busy = time.perf_counter()
+        elif now - last_busy >= settle:
+            return last_busy
+        time.sleep(0.03)
+    raise TimeoutError(f"the app stayed busy for {timeout} s")
+
+
+class BrowserTrace:
+    """When each callback response arrived in the browser (Python's clock) and what the page drew."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+        self.lock = threading.Lock()
+        self.arrivals: list[tuple[str, float, int]] = []
+        page.on("requestfinished", self._finished)
+
+    def _finished(self, request) -> None:
+        if not request.url.endswith("_dash-update-component"):
+            return
+        try:
+            body = json.loads(request.post_data or "{}")
+        except ValueError:
+            body = {}
+        name = body.get("output", "?").replace("...", " ").strip(".")[:70]
+        with self.lock:
+            self.arrivals.append((name, time.perf_counter(), 0))
+
+    def take(self) -> list[tuple[str, float, int]]:
+        with self.lock:
+            arrivals, self.arrivals = self.arrivals, []
+        return arrivals
+
+    def draws(self, since_ms: float) -> tuple[list[tuple[str, float, float]], float]:
+        """Plotly draws that began after ``since_ms`` (page clock) and the long tasks' total after it (ms)."""
+        draws, tasks = self.page.evaluate("() => [window.__advlensDraws || [], window.__advlensLongTasks || []]")
+        busy = sum(duration for start, duration in tasks if start >= since_ms)
+        return [(d[0], d[1] - since_ms, d[2] - since_ms) for d in draws if d[1] >= since_ms], busy
+
+    def show(self, origin: float, since_ms: float) -> None:
+        for name, at, _ in sorted(self.take(), key=lambda r: r[1]):
+            print(f"    arrived {at - origin:6.2f} s  {name}")
+        draws, busy = self.draws(since_ms)
+        for graph, start, end in sorted(draws, key=lambda d: d[1]):
+            print(f"    drawn   {start / 1000:6.2f} → {end / 1000:6.2f} s  ({end - start:6.0f} ms)  {graph}")
+        print(f"    browser main thread in long tasks: {busy:.0f} ms")
+
+
 class CallbackTrace:
     """Server-side start and end of each Dash callback request (its outputs name it)."""
 
@@ -77,7 +183,7 @@ class CallbackTrace:
         from flask import g, request
 
         self.lock = threading.Lock()
-        self.records: list[tuple[str, float, float]] = []
+        self.records: list[tuple[str, float, float, int]] = []
 
         @server.before_request
         def _start():
@@ -88,19 +194,21 @@ class CallbackTrace:
             if request.path.endswith("_dash-update-component"):
                 body = request.get_json(silent=True) or {}
                 name = body.get("output", "?").replace("...", " ").strip(".")[:70]
+                size = response.calculate_content_length() or 0
                 with self.lock:
-                    self.records.append((name, g.advlens_start, time.perf_counter()))
+                    self.records.append((name, g.advlens_start, time.perf_counter(), size))
             return response
 
-    def take(self) -> list[tuple[str, float, float]]:
+    def take(self) -> list[tuple[str, float, float, int]]:
         with self.lock:
             records, self.records = self.records, []
         return records
 
     @staticmethod
     def show(records, origin: float) -> None:
-        for name, start, end in sorted(records, key=lambda r: r[1]):
-            print(f"    {start - origin:6.2f} → {end - origin:6.2f} s  ({1000 * (end - start):6.0f} ms)  {name}")
+        for name, start, end, size in sorted(records, key=lambda r: r[1]):
+            print(f"    server  {start - origin:6.2f} → {end - origin:6.2f} s  ({1000 * (end - start):6.0f} ms, "
+                  f"{size / 1024:6.1f} kB)  {name}")
 
 
 def main() -> None:
@@ -110,7 +218,8 @@ def main() -> None:
     parser.add_argument("--cell", type=int, nargs=2, metavar=("TRUE", "ADV"), help="matrix cell (default: fullest)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--screenshots", type=Path, help="folder for a screenshot after each pick")
-    parser.add_argument("--trace", action="store_true", help="list the server's callback requests")
+    parser.add_argument("--trace", action="store_true",
+                        help="split the time: server callbacks (time, size), arrivals in the browser, Plotly draws")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -118,7 +227,8 @@ def main() -> None:
     from advlens.analysis import Session
     from advlens.app import create_app
 
-    session = Session(args.store, device=args.device)
+    scratch = scratch_store(Path(args.store))
+    session = Session(scratch.name, device=args.device)
     session.model  # as `advlens serve` does
     matrix = session.prediction_matrix()
     cell = tuple(args.cell) if args.cell else tuple(int(i) for i in np.unravel_index(np.argmax(matrix), matrix.shape))
@@ -134,12 +244,13 @@ def main() -> None:
         browser = launch_browser(playwright)
         page = browser.new_page(viewport={"width": 1680, "height": 1000})
         page.add_init_script(PENDING_SCRIPT)
+        page.add_init_script(DRAW_PROBE)
+        browser_trace = BrowserTrace(page) if args.trace else None
         errors = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         start = time.perf_counter()
         page.goto(server.url)
-        wait_idle(page)
-        page_load = time.perf_counter() - start
+        page_load = wait_quiet(page) - start
         print(f"page load until idle: {page_load:.2f} s", flush=True)
         if trace:
             timing = page.evaluate("() => JSON.stringify(performance.getEntriesByType('navigation')[0])")
@@ -147,6 +258,7 @@ def main() -> None:
             print(f"    DOMContentLoaded {nav['domContentLoadedEventEnd'] / 1000:.2f} s, "
                   f"load {nav['loadEventEnd'] / 1000:.2f} s")
             trace.show(trace.take(), start)
+            browser_trace.show(start, 0.0)
         click_matrix_cell(page, cell[0], cell[1], session.num_classes, session.num_classes)
         wait_idle(page)
         cards = page.locator(".pair-card")
@@ -162,22 +274,25 @@ def main() -> None:
             page.evaluate(WATCH, [ids[k]])
             if trace:
                 trace.take()
+                browser_trace.take()
             clicked = time.perf_counter()
             cards.nth(k).click()
             page.wait_for_function("() => window.__advlensDone", timeout=180_000, polling=100)
             marks = page.evaluate("() => window.__advlensMarks")
             marks["all views"] = max(marks["neuron"], marks["dendrogram"], marks["rfs"])
-            wait_idle(page, timeout=180)
+            marks["idle"] = 1000 * (wait_quiet(page) - clicked)  # everything, the badges too
             results.append(marks)
             print(f"pair {ids[k]}: " + ", ".join(f"{key} {value / 1000:.2f} s" for key, value in marks.items()),
                   flush=True)
             if trace:
                 trace.show(trace.take(), clicked)
+                browser_trace.show(clicked, page.evaluate("() => window.__advlensClick"))
             if args.screenshots:
                 page.screenshot(path=str(args.screenshots / f"pick_{k:02d}_pair_{ids[k]}.png"))
         browser.close()
     print(f" page load: {page_load:.2f} s")
-    for key in ("neuron", "dendrogram", "rfs", "all views", "maps"):
+    scratch.cleanup()
+    for key in ("neuron", "dendrogram", "rfs", "all views", "maps", "idle"):
         values = [r[key] / 1000 for r in results]
         print(f"{key:>10}: median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})")
     load_average = os.getloadavg()

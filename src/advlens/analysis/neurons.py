@@ -8,6 +8,7 @@ substitution index the dense layer's input, which is the global pooling of those
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from functools import cached_property
 
@@ -25,8 +26,34 @@ binarized bMap, IoU of the adversarial RF with the binarized aMap, and direct su
 probability drop + adversarial probability rise when the neuron alone takes its adversarial value)."""
 
 
+class MaskRequests:
+    """Which top-p% masks of each pair were asked for, to choose how :meth:`NeuronAnalysis.vulnerability_masks`
+    finds them: the masks search for the first p of a pair, the full maps once another p is asked (or the maps
+    were computed anyway). Thread-safe (the app asks from several request threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._first: dict[tuple[int, int], float] = {}
+        self._maps: set[tuple[int, int]] = set()
+
+    def search(self, pair: int, k: int, percent: float) -> bool:
+        """True when the masks of ``pair`` at ``percent`` are best found by the search (records the request)."""
+        with self._lock:
+            first = self._first.setdefault((pair, k), percent)
+            return first == percent and (pair, k) not in self._maps
+
+    def maps_computed(self, pair: int, k: int, stride: int) -> None:
+        if stride == 1:
+            with self._lock:
+                self._maps.add((pair, k))
+
+
 class NeuronAnalysis(SessionCore):
     """Paper 001's neuron-space computations over a store, cached per selection."""
+
+    @cached_property
+    def _mask_requests(self) -> MaskRequests:
+        return MaskRequests()
 
     # ------------------------------------------------------------------ stored statistics
     @cached_property
@@ -109,19 +136,34 @@ class NeuronAnalysis(SessionCore):
             info = self.pair_info(pair)
             maps = measures.vulnerability_maps(self.model, benign, adversarial, info["label"], info["adv_pred"],
                                                k=k, stride=stride, device=self.device)
+            self._mask_requests.maps_computed(pair, k, stride)
             return measures.VulnerabilityMaps(maps.bmap.cpu(), maps.amap.cpu())
         return self._cached(("vmap", pair, k, stride), compute)
 
     def vulnerability_masks(self, pair: int, top_percent: float = 20.0, k: int = 2,
                             stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """The binarized bMap and aMap (top ``top_percent`` %). Shape: two (H, W) bool.
+        """The binarized bMap and aMap (top ``top_percent`` %), equal to ``binarize_top`` of
+        :meth:`vulnerability_maps`. Shape: two (H, W) bool.
 
-        They binarize the cached full maps, so moving the app's top-p% slider costs no forward pass.
-        (:func:`advlens.measures.vulnerability_masks` finds equal masks from fewer forwards for one p, but
-        its exactness is checked, not proven, and each new p would search again: the app keeps the maps.)
+        The cheapest way that gives them: from the full maps when they are cached (any p for free, so
+        moving the app's top-p% slider costs no forward pass); the first p asked of a pair by
+        :func:`advlens.measures.vulnerability_masks`, which needs only part of the forward passes; a
+        second p of the same pair computes the full maps (every further p is then free).
         """
+        pair = self.check_pair(pair)
+        if stride == 1 and self._mask_requests.search(pair, k, top_percent):
+            return self._cached(("vmask", pair, top_percent, k), lambda: self._searched_masks(pair, top_percent, k))
         bmap, amap = self.vulnerability_maps(pair, k, stride)
         return measures.binarize_top(bmap, top_percent), measures.binarize_top(amap, top_percent)
+
+    def _searched_masks(self, pair: int, top_percent: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masks by :func:`advlens.measures.vulnerability_masks` (stride 1). Shape: two (H, W) bool, CPU."""
+        benign, adversarial = (torch.from_numpy(a[0]) for a in self.pair_images([pair]))
+        info = self.pair_info(pair)
+        found = measures.vulnerability_masks(self.model, benign, adversarial, info["label"], info["adv_pred"],
+                                             top_percent, k, device=self.device)
+        logger.debug("pair %d: top-%g%% masks from %d forwards", pair, top_percent, found.forwards)
+        return found.bmap.cpu(), found.amap.cpu()
 
     def image_perturbation(self, pair: int, top_percent: float = 20.0, quantile: float | None = None,
                            k: int = 2, stride: int = 1) -> measures.ImagePerturbationScores:
