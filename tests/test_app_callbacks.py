@@ -636,6 +636,21 @@ def test_vulnerability_map_overlays_follow_the_top_percent(session, pair):
         bmap_src, amap_src, caption = receptive_field.draw_maps(session, pair, percent)
         assert png(bmap_src).shape == (168, 168, 3) and f"top {percent:g}%" in caption
     assert receptive_field.draw_maps(session, None, 20)[0] == ""
+    assert receptive_field.maps_outputs(session, pair, 20)[3] == pair  # the badges wait for this
+
+
+def test_the_masks_are_computed_ahead_of_the_maps_callback(tmp_path_factory, pair):
+    root, model = tiny_store(tmp_path_factory)
+    fresh = Session(root, model=model, device="cpu")
+    assert receptive_field.start_masks(fresh, pair, 500) is None  # a bad p: the maps callback says so
+    receptive_field.start_masks(fresh, pair, 20).join(timeout=60)
+    images = []
+    handle = model.net.register_forward_hook(lambda _m, inputs, _o: images.append(inputs[0].shape[0]))
+    try:
+        bmap_src, amap_src, _ = receptive_field.draw_maps(fresh, pair, 20)
+    finally:
+        handle.remove()
+    assert images == [] and bmap_src.startswith("data:image/png")  # read from the cache: no forward pass
 
 
 # ------------------------------------------------------------------------------------------------ cluster view

@@ -220,6 +220,18 @@ def test_the_badges_show_each_measures_insertion_auc_once_computed(session, pair
     assert [o["value"] for o in options] == list(neuron_view.MEASURE_LABELS)
 
 
+def test_the_badges_wait_for_the_maps_of_their_pair(session, pair):
+    from advlens.app.neurons import badges
+
+    record = {"pair": pair, "options": {}}
+    for drawn in (None, pair + 1):  # no maps yet, or the previous pair's: the maps' forwards come first
+        with pytest.raises(PreventUpdate):
+            badges.compute_after_maps(session, record, drawn)
+    with pytest.raises(PreventUpdate):
+        badges.compute_after_maps(session, None, pair)
+    assert badges.compute_after_maps(session, record, pair) == badges.compute(session, record)
+
+
 def test_the_badges_say_when_there_is_no_auc(session, pair):
     from advlens.app.neurons import badges
 

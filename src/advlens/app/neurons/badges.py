@@ -6,7 +6,9 @@ order to trust for this pair; the highest is marked.
 
 The AUCs take forward passes (and, for the IoU measures, the vulnerability maps), so they never hold up the view: a
 quick callback shows "AUC …" and asks for them (:data:`~advlens.app.neurons.state.BADGE_REQUEST`), a second one
-computes them (the session and the store keep them) and fills the badges in.
+computes them (the session and the store keep them) and fills the badges in — once the Receptive Field View has
+drawn the pair's bMap and aMap (:data:`~advlens.app.neurons.state.MAPS_DRAWN`), so that their seconds of forward
+passes do not compete with the maps' (and the IoU rankings reuse the maps' masks).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from advlens.analysis import NEURON_MEASURES, Session
 from advlens.app import validate
 from advlens.app.common import guarded
 from advlens.app.neurons.neuron_view import MEASURE, MEASURE_LABELS
-from advlens.app.neurons.state import BADGE_REQUEST, BAND_KIND, PAIR, RF_QUANTILE, TOP_PERCENT
+from advlens.app.neurons.state import BADGE_REQUEST, BAND_KIND, MAPS_DRAWN, PAIR, RF_QUANTILE, TOP_PERCENT
 
 DEFAULT_TOP_PERCENT = 20.0
 EXPLAINED = ("insertion AUC on pair {pair}: the share of the attack's effect on the adversarial class that this "
@@ -96,10 +98,18 @@ def compute(session: Session, record) -> list[dict]:
     return measure_options(aucs, pair=pair)
 
 
+def compute_after_maps(session: Session, record, maps_drawn) -> list[dict]:
+    """:func:`compute`, once the maps of the request's pair are drawn (before: nothing to update yet)."""
+    if not isinstance(record, Mapping) or maps_drawn is None or record.get("pair") != maps_drawn:
+        raise PreventUpdate
+    return compute(session, record)
+
+
 def register(app: Dash, session: Session) -> None:
     app.callback(Output(MEASURE, "options"), Output(BADGE_REQUEST, "data"), Input(PAIR, "data"),
                  Input(RF_QUANTILE, "value"), Input(TOP_PERCENT, "value"), Input(BAND_KIND, "value"))(
         lambda pair, quantile, top_percent, kind: request(session, pair, quantile, top_percent, kind))
     app.callback(Output(MEASURE, "options", allow_duplicate=True), Input(BADGE_REQUEST, "data"),
-                 prevent_initial_call=True)(lambda record: compute(session, record))
+                 Input(MAPS_DRAWN, "data"), prevent_initial_call=True)(
+        lambda record, maps_drawn: compute_after_maps(session, record, maps_drawn))
 

@@ -9,6 +9,8 @@ Clicking an RF opens the context images (see :mod:`advlens.app.context_view`).
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,8 +22,10 @@ from advlens.app import common, validate
 from advlens.app.common import class_color, guarded
 from advlens.app.images import DETAIL_SIZE, data_uri, image_png, map_overlay, rf_overlay
 from advlens.app.neurons.cluster_view import active_nodes, selected_neurons
-from advlens.app.neurons.state import COMBINE_OP, NEURON, NODES, PAIR, RF_QUANTILE, TOP_PERCENT
+from advlens.app.neurons.state import COMBINE_OP, MAPS_DRAWN, NEURON, NODES, PAIR, RF_QUANTILE, TOP_PERCENT
 from advlens.errors import AdvlensError
+
+logger = logging.getLogger(__name__)
 
 BENIGN_IMG = "rf-benign-img"
 ADVERSARIAL_IMG = "rf-adversarial-img"
@@ -36,8 +40,10 @@ MAP_CAPTION = "map-caption"
 CONTENT = "rf-content"
 EMPTY = "rf-empty"
 MAPS_PAIR = "maps-pair-store"
-"""The pair whose vulnerability maps to draw, set once the RFs are drawn: the seconds of Alg. 1 start after
-the quick views, not in competition with them."""
+"""The pair whose vulnerability maps to draw, set once the RFs are drawn: the forward passes of Alg. 1 start
+after the quick views, not in competition with them. The server starts them as soon as it has drawn the RFs
+(:func:`start_masks`), so the maps callback, which the browser sends only once it has taken the RFs in (after
+drawing the other views), finds them computed or under way."""
 
 MAX_BARS = 10
 OPS = ("union", "intersection")
@@ -168,7 +174,7 @@ def layout(session: Session) -> html.Section:
                                 {"label": "intersection", "value": "intersection"}],
         value="union", inline=True, className="radio")]
     return common.panel("Receptive Field View", [
-        dcc.Store(id=MAPS_PAIR, data=None),
+        dcc.Store(id=MAPS_PAIR, data=None), dcc.Store(id=MAPS_DRAWN, data=None),
         controls,
         html.Div(id=EMPTY, className="rf-empty"),
         html.Div([grid, html.Div(id=RF_CAPTION, className="summary"), html.Div(id=MAP_CAPTION, className="summary")],
@@ -190,23 +196,52 @@ def draw_rfs(session: Session, pair, neuron, record, op, quantile, maps_pair) ->
             out["benign_title"], out["adversarial_title"], out["caption"], maps)
 
 
+def start_masks(session: Session, pair: int, top_percent) -> threading.Thread | None:
+    """Compute the pair's top-p% masks into the session's cache in a background thread (the maps callback, and
+    the IoU measures, read them there; the cache makes a concurrent request wait for this computation instead of
+    repeating it). Nothing is started for a bad p: the maps callback reports it."""
+    try:
+        percent = validate.number(20.0 if top_percent is None else top_percent, "top p%", 1, 100)
+    except AdvlensError:
+        return None
+
+    def compute() -> None:
+        try:
+            session.vulnerability_masks(pair, percent)
+        except Exception:  # noqa: BLE001 - the maps callback computes again and shows the error
+            logger.debug("vulnerability masks of pair %s ahead of the maps callback failed", pair, exc_info=True)
+    thread = threading.Thread(target=compute, name=f"advlens-masks-{pair}", daemon=True)
+    thread.start()
+    return thread
+
+
 @guarded(lambda text: ("", "", common.message(text, "error")))
 def draw_maps(session: Session, pair, top_percent) -> tuple:
     out = maps_panel(session, pair, 20.0 if top_percent is None else top_percent)
     return out["bmap_src"], out["amap_src"], out["caption"]
 
 
+def maps_outputs(session: Session, pair, top_percent) -> tuple:
+    """:func:`draw_maps`, then the pair whose maps were drawn (:data:`MAPS_DRAWN`: the faithfulness badges wait
+    for it, so that their forward passes do not compete with the maps')."""
+    return (*draw_maps(session, pair, top_percent), pair)
+
+
 def register(app: Dash, session: Session) -> None:
-    app.callback(Output(EMPTY, "children"), Output(CONTENT, "style"),
+    @app.callback(Output(EMPTY, "children"), Output(CONTENT, "style"),
                  Output(BENIGN_IMG, "src"), Output(ADVERSARIAL_IMG, "src"),
                  Output(BENIGN_PROBS, "children"), Output(ADVERSARIAL_PROBS, "children"),
                  Output(BENIGN_TITLE, "children"), Output(ADVERSARIAL_TITLE, "children"),
                  Output(RF_CAPTION, "children"),
                  Output(MAPS_PAIR, "data"),
                  Input(PAIR, "data"), Input(NEURON, "data"), Input(NODES, "data"), Input(COMBINE_OP, "value"),
-                 Input(RF_QUANTILE, "value"), State(MAPS_PAIR, "data"))(
-        lambda pair, neuron, record, op, quantile, maps_pair: draw_rfs(session, pair, neuron, record, op, quantile,
-                                                                       maps_pair))
+                 Input(RF_QUANTILE, "value"), State(MAPS_PAIR, "data"), State(TOP_PERCENT, "value"))
+    def _draw_rfs(pair, neuron, record, op, quantile, maps_pair, top_percent):
+        out = draw_rfs(session, pair, neuron, record, op, quantile, maps_pair)
+        if out[-1] is not no_update and out[-1] is not None:  # a new pair (checked): its maps come next
+            start_masks(session, out[-1], top_percent)
+        return out
+
     app.callback(Output(BMAP_IMG, "src"), Output(AMAP_IMG, "src"), Output(MAP_CAPTION, "children"),
-                 Input(MAPS_PAIR, "data"), Input(TOP_PERCENT, "value"))(
-        lambda pair, top_percent: draw_maps(session, pair, top_percent))
+                 Output(MAPS_DRAWN, "data"), Input(MAPS_PAIR, "data"), Input(TOP_PERCENT, "value"))(
+        lambda pair, top_percent: maps_outputs(session, pair, top_percent))

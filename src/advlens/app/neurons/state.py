@@ -39,6 +39,8 @@ NEURON = "neuron-store"
 NODES = "nodes-store"
 CLASSES = "classes-store"
 CONTEXT = "context-store"
+MAPS_DRAWN = "maps-drawn-store"
+"""The pair whose bMap/aMap the Receptive Field View has drawn (the badges are computed after them)."""
 BADGE_REQUEST = "badge-request-store"
 """The pair and ranking options whose faithfulness badges to compute (see :mod:`advlens.app.neurons.badges`)."""
 
