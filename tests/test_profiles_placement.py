@@ -137,3 +137,60 @@ def test_blocked_distances_match_scipy():
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(37, 9)).astype(np.float32), rng.normal(size=(70, 9)).astype(np.float32)
     np.testing.assert_allclose(euclidean(a, b, block=16), cdist(a.astype(float), b.astype(float)), atol=1e-9)
+
+
+def _loop_neighbours(new: np.ndarray, reference: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest reference rows of each new row by a plain float64 loop (ties in row order)."""
+    indices, dists = [], []
+    for x in new.astype(np.float64):
+        d = np.array([np.sqrt(np.sum((x - y) ** 2)) for y in reference.astype(np.float64)])
+        order = np.argsort(d, kind="stable")[:k]
+        indices.append(order)
+        dists.append(d[order])
+    return np.array(indices), np.array(dists)
+
+
+def test_new_images_find_the_neighbours_a_float64_loop_finds():
+    """The float32 Gram distances of the placement (as the fit's) pick the same neighbours, in the same order, as a
+    float64 loop, on non-negative activations far from the origin (a line through 3,000-D at offset 40, where
+    uncentred float32 products would lose the small distances), spaced so that the k + 1 nearest distances of
+    each new image are apart by far more than float32 rounding: the sets must agree."""
+    from advlens.profiles.placement import _nearest
+
+    rng = np.random.default_rng(5)
+    k = 15
+    direction = rng.uniform(0, 1, 3000)
+    direction /= np.linalg.norm(direction)
+    t = rng.permutation(np.arange(400) * 0.25)  # reference rows in shuffled order
+    targets = np.array([3.1, 17.35, 50.06, 88.2, 99.6])
+    reference = (40.0 + t[:, None] * direction).astype(np.float32)
+    new = (40.0 + targets[:, None] * direction).astype(np.float32)
+    expected, distances = _loop_neighbours(new, reference, k + 1)
+    assert np.diff(distances, axis=1).min() > 0.03  # no near-tie among the k + 1 nearest
+    indices, dists = _nearest(new, reference, k)
+    np.testing.assert_array_equal(indices, expected[:, :k])
+    np.testing.assert_allclose(dists, distances[:, :k], rtol=1e-2, atol=5e-3)  # float32 rounding of d²
+    assert dists.dtype == np.float32
+
+
+def test_gram_distances_match_scipy_across_blocks():
+    from scipy.spatial.distance import cdist
+
+    from advlens.profiles._arrays import gram_distances
+
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(3, 1, (7, 40)).astype(np.float32), rng.normal(3, 1, (50, 40)).astype(np.float32)
+    found = gram_distances(a, b, block=16)
+    assert found.dtype == np.float32 and found.shape == (7, 50)
+    np.testing.assert_allclose(found, cdist(a.astype(float), b.astype(float)), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(gram_distances(b[:3], b)[np.arange(3), np.arange(3)], 0.0, atol=1e-2)  # √ of rounding
+
+
+def test_gram_distances_of_a_row_do_not_depend_on_the_other_rows():
+    from advlens.profiles._arrays import gram_distances
+
+    rng = np.random.default_rng(7)
+    a, b = rng.uniform(0, 5, (5, 3000)).astype(np.float32), rng.uniform(0, 5, (300, 3000)).astype(np.float32)
+    together = gram_distances(a, b)
+    np.testing.assert_array_equal(together[2], gram_distances(a[2:3], b)[0])
+    np.testing.assert_array_equal(together[:2], gram_distances(a[:2], b))

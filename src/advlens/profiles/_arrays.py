@@ -99,6 +99,33 @@ def euclidean(a: np.ndarray, b: np.ndarray, block: int = 1024) -> np.ndarray:
     return out
 
 
+def gram_distances(a: np.ndarray, b: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Euclidean distances between the rows of ``a`` and of ``b`` from float32 Gram products of rows centred on
+    ``b``'s mean (``|x|² + |y|² − 2 x·y``), as the fit's :func:`~advlens.profiles.aligned.nearest_neighbours`
+    computes them: no float64 copy of ``b``, ``block`` rows of ``b`` centred at a time. Centring keeps the
+    cancellation small for activations far from the origin (ReLU outputs); the neighbour order agrees with
+    float64 distances except between rows whose distances differ by float32 rounding. Each row of ``a`` gets
+    its own matrix-vector products, so its distances do not depend on the other rows of ``a`` (a matrix
+    product's float32 sums would: BLAS picks other kernels for other batch sizes).
+
+    Shape: a (m, D); b (n, D); returns float32 (m, n).
+    """
+    a = np.asarray(a, dtype=np.float32)
+    out = np.empty((len(a), len(b)), dtype=np.float32)
+    if not len(a) or not len(b):
+        return out
+    mean = np.asarray(b, dtype=np.float32).mean(axis=0, dtype=np.float64).astype(np.float32)
+    x = a - mean
+    x_norms = np.einsum("ij,ij->i", x, x, dtype=np.float32)[:, None]
+    for j in range(0, len(b), block):
+        y = np.asarray(b[j:j + block], dtype=np.float32) - mean
+        y_norms = np.einsum("ij,ij->i", y, y, dtype=np.float32)[None, :]
+        products = np.stack([y @ row for row in x])  # one matrix-vector product per row of a: no batch effect
+        squared = x_norms + y_norms - np.float32(2.0) * products
+        np.sqrt(np.maximum(squared, 0.0, out=squared), out=out[:, j:j + len(y)])
+    return out
+
+
 def _squared_norms(rows: np.ndarray) -> np.ndarray:
     x = np.asarray(rows, dtype=np.float64)
     return (x * x).sum(axis=1)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from advlens.profiles._arrays import bandwidth_search, euclidean
+from advlens.profiles._arrays import bandwidth_search, gram_distances
 
 # umap-learn is imported inside the functions: its import loads numba code (seconds), which only a fit
 # or a placement needs.
@@ -115,16 +115,19 @@ def membership_strengths(dists: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
 
 
 def _nearest(new: np.ndarray, reference: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Euclidean k nearest reference rows of each new row, nearest first (int32, float32)."""
+    """Exact Euclidean k nearest reference rows of each new row, nearest first (int32, float32), ties in row order.
+
+    Distances from float32 Gram products of centred rows (:func:`~advlens.profiles._arrays.gram_distances`),
+    as the fit finds the background's neighbours: float64 distances cost seconds per new pair on the demo
+    model's layers (a float64 copy of the whole background) for the same neighbour sets.
+    """
     indices = np.empty((len(new), k), dtype=np.int32)
     dists = np.empty((len(new), k), dtype=np.float32)
     for start in range(0, len(new), DISTANCE_CHUNK):
-        block = euclidean(new[start:start + DISTANCE_CHUNK], reference)
-        part = np.argpartition(block, k - 1, axis=1)[:, :k]
-        part_d = np.take_along_axis(block, part, axis=1)
-        order = np.argsort(part_d, axis=1, kind="stable")
-        indices[start:start + len(block)] = np.take_along_axis(part, order, axis=1)
-        dists[start:start + len(block)] = np.take_along_axis(part_d, order, axis=1)
+        block = gram_distances(new[start:start + DISTANCE_CHUNK], reference)
+        order = np.argsort(block, axis=1, kind="stable")[:, :k]
+        indices[start:start + len(block)] = order
+        dists[start:start + len(block)] = np.take_along_axis(block, order, axis=1)
     return indices, dists
 
 
