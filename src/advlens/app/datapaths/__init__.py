@@ -6,7 +6,8 @@ and Profiles pages. Network level: the river of the three datapaths over the gat
 store does not hold them (:mod:`~advlens.app.datapaths.network`). Layer level: the treemap set view
 (:mod:`~advlens.app.datapaths.layer_view`). Neuron level: learned features and activation maps with the area of
 interest (:mod:`~advlens.app.datapaths.neuron_view`), and the contribution chain with its breadcrumb
-(:mod:`~advlens.app.datapaths.trace`). The selection lives in the URL and in stores of ids
+(:mod:`~advlens.app.datapaths.trace`). Beside them the what-if panel edits the open layer's critical maps
+(:mod:`~advlens.app.datapaths.what_if_view`). The selection lives in the URL and in stores of ids
 (:mod:`~advlens.app.datapaths.state`); the computations are :class:`advlens.analysis.datapaths.DatapathAnalysis`.
 """
 
@@ -18,11 +19,14 @@ from dash.exceptions import PreventUpdate
 from advlens.analysis import Session
 from advlens.app import common, validate
 from advlens.app.common import URL, URL_WRITTEN, guarded
-from advlens.app.datapaths import layer_view, network, neuron_view, picker, trace
+from advlens.app.datapaths import layer_view, network, neuron_view, picker, trace, what_if_view
 from advlens.app.datapaths.state import (
     AOI,
+    DEFAULT_EDIT,
+    DEFAULT_EDIT_OF,
     DIFF,
     DIFFS,
+    EDIT_OF,
     ENCODING,
     ENCODINGS,
     EXPANDED,
@@ -40,6 +44,7 @@ from advlens.app.datapaths.state import (
 )
 from advlens.app.urls import make_query, parse_query
 from advlens.errors import AdvlensError
+from advlens.faithfulness.what_if import EDIT_MODES
 
 PATH = "/datapaths"
 TITLE = "Datapaths"
@@ -63,7 +68,8 @@ def layout(session: Session, search: str | None = None) -> html.Div:
         network.layout(),
         html.Div([layer_view.layout(state.encoding, state.diff),
                   html.Div([neuron_view.layout(), common.panel("Contribution chain", [trace.layout()], [],
-                                                               "dp-trace-panel")], className="dp-right")],
+                                                               "dp-trace-panel"),
+                            what_if_view.layout(state.edit, state.edit_of)], className="dp-right")],
                  className="dp-lower"),
     ], className="page datapaths-page")
 
@@ -94,13 +100,17 @@ def open_pair(session: Session, cell, current) -> str:
 
 
 @guarded(lambda text: (no_update, no_update))
-def url_query(session: Session, layer, map_, expanded, encoding, diff, pair, current) -> tuple:
-    """The URL query of the page's selection (twice: the URL and the record of what was written)."""
+def url_query(session: Session, layer, map_, expanded, encoding, diff, pair, current, edit=None,
+              edit_of=None) -> tuple:
+    """The URL query of the page's selection and the what-if panel's state (twice: the URL and the record of what
+    was written)."""
     layer = check_layer(session, layer)
     map_ = check_map(session, layer, map_) if layer is not None else None
     query = query_string(validate.pair_id(session, pair), layer, map_, check_groups(session, expanded),
                          validate.choice(encoding, ENCODINGS, "encoding"), validate.choice(diff, DIFFS, "difference"),
-                         current if isinstance(current, str) else None)
+                         current if isinstance(current, str) else None,
+                         validate.choice(DEFAULT_EDIT if edit is None else edit, EDIT_MODES, "edit"),
+                         validate.choice(DEFAULT_EDIT_OF if edit_of is None else edit_of, EDIT_OF, "edited maps"))
     if parse_query(query) == parse_query(current if isinstance(current, str) else ""):
         return no_update, no_update
     return query, query
@@ -111,6 +121,7 @@ def register(app: Dash, session: Session) -> None:
     layer_view.register(app, session)
     neuron_view.register(app, session)
     trace.register(app, session)
+    what_if_view.register(app, session)
     picker.register(app, session)
     app.callback(Output(picker.SUMMARY, "children"), Input(READY, "data"), State(PAIR, "data"))(
         guarded(lambda text: [common.message(text, "error")])(lambda ready, pair: summary(session, ready, pair)))
@@ -119,5 +130,7 @@ def register(app: Dash, session: Session) -> None:
         lambda cell, current: open_pair(session, cell, current))
     app.callback(Output(URL, "search", allow_duplicate=True), Output(URL_WRITTEN, "data", allow_duplicate=True),
                  Input(LAYER, "data"), Input(MAP, "data"), Input(EXPANDED, "data"), Input(ENCODING, "value"),
-                 Input(DIFF, "value"), State(PAIR, "data"), State(URL, "search"), prevent_initial_call=True)(
-        lambda *args: url_query(session, *args))
+                 Input(DIFF, "value"), Input(what_if_view.IDS.mode, "value"), Input(what_if_view.SOURCE, "value"),
+                 State(PAIR, "data"), State(URL, "search"), prevent_initial_call=True)(
+        lambda layer, map_, expanded, encoding, diff, edit, edit_of, pair, current: url_query(
+            session, layer, map_, expanded, encoding, diff, pair, current, edit, edit_of))

@@ -6,7 +6,10 @@ URL query (``/datapaths?pair=12&layer=layer3&map=17&expand=layer2,layer3&encodin
 - ``layer``: the gate layer open in the layer view; ``map``: its feature map open in the neuron view;
 - ``expand``: layer groups shown one column per gate point in the river;
 - ``encoding``: the treemap's ``activation`` difference or ``contribution``; ``diff``: the ordered pair of the
-  difference (``src-adv`` …, ``auto``: src − adv at a diverging layer, adv − tar at a merging one).
+  difference (``src-adv`` …, ``auto``: src − adv at a diverging layer, adv − tar at a merging one);
+- ``edit``: the what-if panel's edit (``restore``, ``attack``, ``zero_adversarial``, ``zero_benign``) and
+  ``edit_of`` the maps it edits at the open layer (``adv``, ``src``, ``tar``: that datapath's critical maps;
+  ``map``: the open map).
 
 The area of interest and the chain of contribution steps (the breadcrumb) live in ``dcc.Store`` components:
 the AOI as a box or a lasso polygon in fractions of the map's extent (so it stays on the same image region
@@ -24,6 +27,7 @@ import numpy as np
 from advlens.analysis import Session
 from advlens.app import validate
 from advlens.app.urls import QueryReader, SHARED_KEYS, make_query, parse_query
+from advlens.faithfulness.what_if import EDIT_MODES
 
 PAIR = "dp-pair"
 READY = "dp-ready"
@@ -44,6 +48,10 @@ ROLES = ("adv", "src", "tar")
 DIFFS = ("auto", *(f"{a}-{b}" for a in ROLES for b in ROLES if a != b))
 METHODS = ("sgd", "fast")
 CONTRIBUTION_ROLES = ("auto", *ROLES)
+EDIT_OF = ("adv", "src", "tar", "map")
+"""What the what-if panel edits at the open layer: a datapath's critical maps, or the open map."""
+DEFAULT_EDIT = "restore"
+DEFAULT_EDIT_OF = "adv"
 MAX_STEPS = 32
 MAX_POLYGON = 400
 
@@ -58,6 +66,8 @@ class DatapathsState:
     expanded: list[str] = field(default_factory=list)
     encoding: str = "activation"
     diff: str = "auto"
+    edit: str = DEFAULT_EDIT
+    edit_of: str = DEFAULT_EDIT_OF
     problems: list[str] = field(default_factory=list)
 
 
@@ -205,11 +215,14 @@ def state_from_query(session: Session, search: str | None) -> DatapathsState:
     state.expanded = read("expand", lambda v: check_groups(session, [g for g in v.split(",") if g]), [])
     state.encoding = read("encoding", lambda v: validate.choice(v, ENCODINGS, "encoding"), "activation")
     state.diff = read("diff", lambda v: validate.choice(v, DIFFS, "difference"), "auto")
+    state.edit = read("edit", lambda v: validate.choice(v, EDIT_MODES, "edit"), DEFAULT_EDIT)
+    state.edit_of = read("edit_of", lambda v: validate.choice(v, EDIT_OF, "edited maps"), DEFAULT_EDIT_OF)
     return state
 
 
 def query_string(pair: int | None, layer: str | None, map_: int | None, expanded: list[str], encoding: str,
-                 diff: str, current: str | None = None) -> str:
+                 diff: str, current: str | None = None, edit: str = DEFAULT_EDIT,
+                 edit_of: str = DEFAULT_EDIT_OF) -> str:
     """The URL query of a selection; the other shared keys of ``current`` (true, adv, neuron) are kept."""
     kept = {k: v for k, v in parse_query(current).items() if k in SHARED_KEYS and k != "pair"}
     params: dict[str, object] = {}
@@ -225,4 +238,8 @@ def query_string(pair: int | None, layer: str | None, map_: int | None, expanded
         params["encoding"] = encoding
     if diff != "auto":
         params["diff"] = diff
+    if edit != DEFAULT_EDIT:
+        params["edit"] = edit
+    if edit_of != DEFAULT_EDIT_OF:
+        params["edit_of"] = edit_of
     return make_query({**params, **kept})
