@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,10 @@ prepare_module = importlib.import_module("advlens.pipeline.prepare")  # the modu
 
 STAGES = ("predict", "attack", "activations", "sweep")
 COMPARED = ("attack", "activations", "sweep")
-BATCH = 8  # 40 images: 5 attack batches, ≥ 3 activation batches, sweep parts of 8 // 2 = 4 images
+BATCH = 8  # 64 images: 8 attack batches, several activation batches, sweep parts of 8 // 2 = 4 images
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-CONFIG = dict(dataset="fashion-mnist", limit=64, eps=0.05, steps=3, batch_size=BATCH, sweep_eps=(0.02, 0.1), sweep_steps=2,
-              sweep_per_class=3, seed=5)
+CONFIG = dict(dataset="fashion-mnist", limit=64, eps=0.05, steps=3, batch_size=BATCH, sweep_eps=(0.02, 0.1),
+              sweep_steps=2, sweep_per_class=3, seed=5, tsne_perplexity=5.0)
 
 
 def _config(executor: str) -> PrepareConfig:
@@ -178,3 +179,41 @@ def test_a_killed_ray_run_goes_on_with_the_missing_batches_only(model_and_data, 
     assert third.asked == {"sweep pgd": [s for s in chunks if s not in pgd_finished], "sweep fgsm": chunks}
     assert not list(root.glob(".work-*"))
     _assert_same_arrays(store, local_store)
+
+
+@pytest.mark.slow
+def test_datapaths_on_ray_keep_the_same_results_and_skip_the_stored_pairs(model_and_data, local_store, local_ray,
+                                                                           tmp_path, capsys, monkeypatch):
+    from advlens.analysis import Session
+    from advlens.cli import main
+    from advlens.pipeline import executor as executor_module
+    from advlens.store.manifest import CORE_STAGES
+
+    model, data = model_and_data
+    complete = tmp_path / "complete"  # a session opens complete stores only: add statistics and projections
+    shutil.copytree(local_store.root, complete)
+    prepare(_config("local"), complete, model=model, data=data, stages=CORE_STAGES)
+    quick = ["--pairs", "top:3", "--steps", "10", "--targets", "2"]
+    roots = {name: tmp_path / name for name in ("local", "ray")}
+    for root in roots.values():
+        shutil.copytree(complete, root)
+    assert main(["datapaths", str(roots["local"]), *quick]) == 0
+    assert main(["datapaths", str(roots["ray"]), *quick[:1], "top:1", *quick[2:]]) == 0  # one pair already there
+    recorded = Scripted(RayExecutor())
+    monkeypatch.setattr(executor_module, "make_executor", lambda *args, **kwargs: recorded)
+    capsys.readouterr()
+    assert main(["datapaths", str(roots["ray"]), *quick, "--executor", "ray"]) == 0
+    assert "1 already stored, 2 to compute" in capsys.readouterr().out
+    assert recorded.asked == {"datapaths": [0, 1]}
+    sessions = {name: Session(root) for name, root in roots.items()}
+    pairs = np.flatnonzero(sessions["local"].datapath_examples(targets=2, steps=10).stored)
+    assert len(pairs) == 3
+    for pair in pairs:
+        mine, theirs = (sessions[name].stored_pair_datapaths(int(pair), targets=2, steps=10) for name in roots)
+        assert theirs is not None, f"pair {pair} was not kept by the Ray run"
+        (arrays, attrs), (other_arrays, other_attrs) = mine.to_arrays(), theirs.to_arrays()
+        assert sorted(arrays) == sorted(other_arrays)
+        for name in arrays:
+            np.testing.assert_array_equal(other_arrays[name], arrays[name], err_msg=f"pair {pair}: {name}")
+        assert {k: v for k, v in other_attrs.items() if k != "seconds"} == \
+            {k: v for k, v in attrs.items() if k != "seconds"}

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from advlens.datapaths import Contribution, default_gate_layers
 from advlens.datapaths import contribution as contribution_analysis
 from advlens.datapaths.region import check_aoi
 from advlens.errors import ConfigError, StoreError
+from advlens.models import AnalysedModel
 from advlens.store.derived import stage_stamp
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,30 @@ DEFAULTS: dict[str, Any] = {"lam": 0.1, "gamma": 0.1, "steps": 200, "lr": 0.05, 
 METHODS = ("sgd", "fast")
 MEMO_SIZE = 32
 """Pairs' results :meth:`DatapathAnalysis.stored_pair_datapaths` finds in the session without the store."""
+
+
+@dataclass(frozen=True)
+class PairDatapathJob:
+    """One pair's datapath computation, detached from the session (:meth:`DatapathAnalysis.pair_datapath_job`).
+
+    Attributes:
+        key: the ``store.derived("datapaths")`` key of the result. pair: the pair id.
+        images: adv, src and the targets, (2 + K, C, H, W) float32 in [0, 1]. rows, dataset_index: the
+        targets' rows of the attack stage and dataset indices, (K,) int64. settings: λ̃, γ̃, T, lr, τ, seed.
+    """
+
+    key: dict[str, Any]
+    pair: int
+    images: np.ndarray
+    rows: np.ndarray
+    dataset_index: np.ndarray
+    settings: dict[str, Any]
+
+    def compute(self, model: AnalysedModel, progress: Callable[[float, str], None] | None = None) -> PairDatapaths:
+        """The pair's datapaths (:func:`advlens.analysis.datapaths_pair.compute_pair_datapaths`)."""
+        images = torch.from_numpy(self.images)
+        return datapaths_pair.compute_pair_datapaths(model, self.pair, images[0], images[1], images[2:], self.rows,
+                                                     self.dataset_index, progress=progress, **self.settings)
 
 
 def _positive(value: Any, what: str) -> int:
@@ -247,21 +273,39 @@ class DatapathAnalysis(SessionCore):
             logger.warning("stored datapaths of pair %s are incomplete (%s); computing them again", key["pair"], exc)
             return None
 
+    def pair_datapath_job(self, pair: int, *, targets: int = 10, **settings: Any) -> PairDatapathJob | None:
+        """What computing the pair's datapaths takes — for running it elsewhere, e.g. as a Ray task
+        (``advlens datapaths --executor ray``) — or None when the store holds them already. Give the result
+        of :meth:`PairDatapathJob.compute` to :meth:`keep_pair_datapaths`. Arguments as :meth:`pair_datapaths`.
+        """
+        pair, targets = self.check_pair(pair), _positive(targets, "targets")
+        key = self._datapath_key(pair, targets, self._datapath_settings(settings))
+        return None if self._datapath_read(key) is not None else self._datapath_job(key)
+
+    def keep_pair_datapaths(self, job: PairDatapathJob, result: PairDatapaths) -> None:
+        """Write a job's result to ``store.derived("datapaths")`` and keep it in the session, as
+        :meth:`pair_datapaths` does."""
+        self._datapath_put(job.key, result)
+        self._datapath_remember(json.dumps(job.key, sort_keys=True), result)
+
+    def _datapath_job(self, key: dict[str, Any]) -> PairDatapathJob:
+        settings = {name: key[name] for name in DEFAULTS}
+        rows = self.datapath_targets(key["pair"], key["targets"], settings["seed"])
+        return PairDatapathJob(key, key["pair"], self.datapath_images(key["pair"], rows), rows,
+                               self.store.load("attack", "dataset_index")[rows], settings)
+
+    def _datapath_put(self, key: dict[str, Any], result: PairDatapaths) -> None:
+        arrays, attrs = result.to_arrays()
+        self.store.derived(KIND).put(key, arrays, attrs, depends_on=DEPENDS_ON)
+
     def _datapath_computed(self, key: dict[str, Any], progress: Callable[[float, str], None] | None) -> PairDatapaths:
         found = self._datapath_read(key)
         if found is not None:
             return found
-        pair = key["pair"]
-        settings = {name: key[name] for name in DEFAULTS}
-        rows = self.datapath_targets(pair, key["targets"], settings["seed"])
-        images = torch.from_numpy(self.datapath_images(pair, rows))
-        result = datapaths_pair.compute_pair_datapaths(
-            self.model, pair, images[0], images[1], images[2:], rows,
-            self.store.load("attack", "dataset_index")[rows], progress=progress,
-            **{name: settings[name] for name in ("lam", "gamma", "steps", "lr", "tau", "seed")})
-        logger.info("datapaths of pair %d (adv + src + %d targets) in %.1f s", pair, len(rows), result.seconds)
-        arrays, attrs = result.to_arrays()
-        self.store.derived(KIND).put(key, arrays, attrs, depends_on=DEPENDS_ON)
+        job = self._datapath_job(key)
+        result = job.compute(self.model, progress)
+        logger.info("datapaths of pair %d (adv + src + %d targets) in %.1f s", job.pair, len(job.rows), result.seconds)
+        self._datapath_put(key, result)
         return result
 
     # ------------------------------------------------------------------ contribution analysis
