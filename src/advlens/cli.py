@@ -92,8 +92,8 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:
                    help=f"compute STAGE and the finished stages that depend on it again, e.g. after "
                         f"`advlens info --verify` found it damaged ({', '.join(STAGES)})")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="where the attack's batches run: this process, or tasks on Ray (pip install "
-                        "'advlens[ray]'); both write the same store")
+                   help="where the attack, activations and sweep batches run: this process, or tasks on Ray "
+                        "(pip install 'advlens[ray]'); both write the same store")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="with --executor ray: the cluster (auto, ray://head:10001); default: a local Ray instance")
     p.add_argument("--feature-steps", type=int, metavar="N",
