@@ -153,7 +153,7 @@ def test_detail_view_shows_examples_the_strength_chart_and_a_neurons_link(sessio
 
 def test_the_url_holds_the_selection(session, pair):
     query, _ = page.url_query(session, f"{pair[1]}-{pair[0]}", "fgsm", 2, "inhibited", 35, "highlighted",
-                              "strengths", 4, [["3", 4]], "")
+                              "strengths", 4, [["3", 4]], "restore", "")
     state = state_from_query(session, query)
     assert (state.original, state.target, state.attack, state.strength, state.mode, state.top, state.filter,
             state.compare, state.vs, state.pinned) == (pair[1], pair[0], "fgsm", 2, "inhibited", 35, "highlighted",
@@ -163,7 +163,7 @@ def test_the_url_holds_the_selection(session, pair):
     state = state_from_query(session, f"?true={pair[0]}&adv={pair[1]}&pair=0&neuron=4")
     assert state.focus == [session.model.analysed_layer_name, 4] and not state.problems
     assert "neuron=4" in page.url_query(session, f"{pair[0]}-{pair[1]}", "pgd", 0, "activated", 20, "all", "none",
-                                        0, [], "?neuron=4")[0]
+                                        0, [], "restore", "?neuron=4")[0]
 
 
 def test_bad_url_values_are_refused_with_a_message(session, pair):

@@ -9,6 +9,8 @@ URL query (``/pathways?true=0&adv=6&attack=pgd&eps=8&mode=excited&x=20&filter=al
 - ``filter``: all / pinned / highlighted; ``pinned``: ``layer:channel`` neurons, comma separated;
 - ``compare``: ``strengths`` (the ``eps`` strength against ``vs``) or ``attacks`` (the sweep's two attacks at
   ``eps``); absent: no comparison;
+- ``edit``: the what-if panel's edit of the pinned neurons (``restore``, ``attack``, ``zero_adversarial``,
+  ``zero_benign``; absent: restore), as on the Neurons page;
 - ``neuron`` (shared with the Neurons page): a channel of the analysed layer whose detail the page opens on
   (``/pathways?true=6&adv=0&neuron=40`` is what the Neurons page links to); ``pair`` is kept as it is.
 
@@ -24,6 +26,8 @@ import numpy as np
 
 from advlens.analysis import Session
 from advlens.app import validate
+from advlens.app.what_if import DEFAULT_MODE as DEFAULT_EDIT
+from advlens.app.what_if import MODE_LABELS as EDIT_LABELS
 from advlens.app.urls import QueryReader, SHARED_KEYS, make_query, parse_query
 from advlens.errors import AdvlensError
 from advlens.pathways import HIGHLIGHT_MODES
@@ -66,6 +70,7 @@ class PathwaysState:
     pinned: list[list] = field(default_factory=list)
     compare: str = "none"
     vs: int = 0
+    edit: str = DEFAULT_EDIT
     focus: list | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -172,6 +177,7 @@ def state_from_query(session: Session, search: str | None) -> PathwaysState:
     state.pinned = read("pinned", lambda v: check_pinned(session, parse_pinned(v)), [])
     state.compare = read("compare", lambda v: validate.choice(v, COMPARES, "compare mode"), "none")
     state.vs = read("vs", lambda v: strength_of(session, v), len(session.sweep_info().eps))
+    state.edit = read("edit", lambda v: validate.choice(v, EDIT_LABELS, "edit"), DEFAULT_EDIT)
     neuron = read("neuron", lambda v: validate.neuron_id(session, v), None)
     analysed = session.model.analysed_layer_name
     if neuron is not None and analysed in session.sweep_info().layers:
@@ -182,7 +188,8 @@ def state_from_query(session: Session, search: str | None) -> PathwaysState:
 
 
 def query_string(session: Session, original: int, target: int, attack: str, strength: int, mode: str, top: int,
-                 filter_: str, pinned: list[list], compare: str, vs: int, current: str | None = None) -> str:
+                 filter_: str, pinned: list[list], compare: str, vs: int, current: str | None = None,
+                 edit: str = DEFAULT_EDIT) -> str:
     """The URL query of a selection; the other shared keys of ``current`` (pair, neuron) are kept."""
     eps = session.sweep_info().eps
     kept = {k: v for k, v in parse_query(current).items() if k in SHARED_KEYS and k not in ("true", "adv")}
@@ -200,4 +207,6 @@ def query_string(session: Session, original: int, target: int, attack: str, stre
         params["compare"] = compare
         if compare == "strengths":
             params["vs"] = 0 if vs == 0 else f"{float(eps[vs - 1]) * 255:g}"
+    if edit != DEFAULT_EDIT:
+        params["edit"] = edit
     return make_query({**params, **kept})
