@@ -828,6 +828,62 @@ def test_a_new_selection_is_written_into_the_url(session, pair, cell):
                          "perturbation_asc", "")[0] == query
 
 
+def test_selected_dendrogram_nodes_are_written_into_the_url_and_restored(session, pair):
+    tree = cluster_view.geometry(session, pair, None, "rf_l2", "complete")
+    merge = session.num_neurons + 3  # a merge node: its subtree's leaves, counted by hand from the linkage
+    leaves = sorted(m for m in tree.subtree(merge) if m < session.num_neurons)
+    level = session.default_rf_quantile  # the RF threshold dropdown's value on a fresh page
+    record = cluster_view.pick(session, cluster_view.GRAPH, {"points": [{"customdata": merge}]}, None, pair, level,
+                               "rf_l2", "complete")
+    selection = neurons_state.cell_selection(session, *(session.pair_info(pair)[k] for k in ("label", "adv_pred")))
+    query = url_query(session, selection, pair, None, "band_gap", "perturbation_asc", "", None, None, None, record,
+                      level, "rf_l2", "complete")[0]
+    assert parse_query(query) == {"pair": str(pair), "nodes": str(merge), "linkage": "complete"}
+    # nodes of another tree (another linkage than the view's) are not the view's selection: not written
+    assert "nodes" not in url_query(session, selection, pair, None, "band_gap", "perturbation_asc", "", None, None,
+                                    None, record, level, "rf_l2", "ward")[0]
+    # reload: the page opens on the same tree and nodes, and the views show the same neurons
+    page = neurons_layout(session, query)
+    assert find(page, PROBLEMS).children is None
+    restored = find(page, neurons_state.NODES).data
+    assert restored == record
+    assert find(page, cluster_view.CLUSTER_METHOD).value == "complete"
+    assert find(page, cluster_view.CLUSTER_METRIC).value == "rf_l2"
+    figure, caption = cluster_view.draw(session, pair, None, restored, level, "rf_l2", "complete")
+    assert caption.startswith(f"{len(leaves)} neurons selected")
+    assert f"union of {len(leaves)} neurons" in receptive_field.draw_rfs(session, pair, None, restored, "union",
+                                                                          level, None)[8]
+    # a stored RF threshold other than the default travels too
+    other = next(q for q in session.rf_quantile_levels if q != level)
+    query = url_query(session, selection, pair, None, "band_gap", "perturbation_asc", "", None, None, None,
+                      {**record, "quantile": other}, other, "rf_l2", "complete")[0]
+    page = neurons_layout(session, query)
+    assert find(page, "rf-quantile").value == other and find(page, neurons_state.NODES).data["quantile"] == other
+
+
+@pytest.mark.parametrize("query, problem", [
+    ("nodes=99999", "dendrogram node 99999 does not exist"),
+    ("nodes=-1", "dendrogram node -1 does not exist"),
+    ("nodes=3,x", "dendrogram node 'x' is not an id"),
+    ("nodes=", "no dendrogram node ids"),
+    ("distance=cosine", "distance 'cosine' is not one of"),
+    ("distance=rf_iou&linkage=ward", "Ward linkage needs L2 distances"),
+    ("rfq=0.123", "RF threshold quantile 0.123 is not stored"),
+])
+def test_bad_dendrogram_values_in_the_url_are_refused_with_a_message(session, pair, query, problem):
+    page = neurons_layout(session, f"?pair={pair}&{query}")
+    shown = texts(find(page, PROBLEMS))
+    assert problem in shown, shown
+    assert find(page, neurons_state.NODES).data is None or "nodes" not in query
+    assert find(page, neurons_state.PAIR).data == pair  # the rest of the URL still opens
+
+
+def test_nodes_without_a_pair_are_ignored_with_a_message(session):
+    page = neurons_layout(session, "?nodes=3")
+    assert "without a pair it is ignored" in texts(find(page, PROBLEMS))
+    assert find(page, neurons_state.NODES).data is None
+
+
 def test_the_router_draws_each_page_and_says_when_there_is_none(session):
     paths = [page.PATH for page in PAGES]
     assert paths == ["/neurons", "/model", "/pathways", "/profiles", "/datapaths"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
+from advlens import measures
 from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
 from advlens.app import common, validate
 from advlens.app.common import URL, URL_WRITTEN, guarded
@@ -26,11 +27,14 @@ from advlens.app.neurons import (
 )
 from advlens.app.neurons.state import (
     CLASSES,
+    CLUSTER_METHOD,
+    CLUSTER_METRIC,
     CONTEXT,
     EDIT_SOURCES,
     NEURON,
     NODES,
     PAIR,
+    RF_QUANTILE,
     SELECTION,
     edit_k,
     initial_selection,
@@ -57,7 +61,7 @@ def layout(session: Session, search: str | None = None) -> html.Div:
     selection = initial_selection(session, state)
     stores = [
         dcc.Store(id=SELECTION, data=selection), dcc.Store(id=PAIR, data=state.pair),
-        dcc.Store(id=NEURON, data=state.neuron), dcc.Store(id=NODES, data=None),
+        dcc.Store(id=NEURON, data=state.neuron), dcc.Store(id=NODES, data=state.nodes_record(session)),
         dcc.Store(id=CLASSES, data=overview.default_classes(session)), dcc.Store(id=CONTEXT, data=None),
     ]
     page = page_of_pair(session, selection, state.pair, state.sort, image_grid.PAGE_SIZE)
@@ -68,7 +72,8 @@ def layout(session: Session, search: str | None = None) -> html.Div:
                            className="image-space")
     neuron_space = html.Div([
         neuron_view.layout(session, state.measure),
-        html.Div([receptive_field.layout(session), cluster_view.layout(session)], className="neuron-lower"),
+        html.Div([receptive_field.layout(session, state.quantile),
+                  cluster_view.layout(session, state.metric, state.method)], className="neuron-lower"),
     ], className="neuron-space")
     return html.Div([*stores, problems, html.Main([image_space, neuron_space], className="workspace"),
                      context_view.layout(session)], className="page neurons-page")
@@ -76,17 +81,24 @@ def layout(session: Session, search: str | None = None) -> html.Div:
 
 @guarded(lambda text: (no_update, no_update))
 def url_query(session: Session, selection, pair, neuron, measure, sort, current: str | None = None,
-              edit: str | None = None, edit_of: str | None = None, k=None) -> tuple:
-    """The URL query of the page's selection and the what-if panel's state (twice: for the URL and for the record
-    of what was written); nothing to write when the URL already says the same (e.g. the page just opened on it).
-    An invalid k (typed into its box) leaves the URL as it is; the panel says what is wrong."""
+              edit: str | None = None, edit_of: str | None = None, k=None, nodes=None, quantile=None, metric=None,
+              method=None) -> tuple:
+    """The URL query of the page's selection, the what-if panel's state and the Neuron Cluster View's selected
+    nodes and tree (twice: for the URL and for the record of what was written); nothing to write when the URL
+    already says the same (e.g. the page just opened on it). An invalid k (typed into its box) leaves the URL as
+    it is; the panel says what is wrong."""
     selection = validate.selection(session, selection)
-    query = query_string(session, selection, validate.pair_id(session, pair), validate.neuron_id(session, neuron),
+    pair = validate.pair_id(session, pair)
+    quantile = validate.rf_quantile(session, quantile)
+    metric, method = (None, None) if metric is None else cluster_view.tree_choice(metric, method)
+    record = validate.nodes_record(session, nodes)
+    active = cluster_view.active_nodes(record, pair, quantile, metric or measures.DEFAULT_METRIC, method)
+    query = query_string(session, selection, pair, validate.neuron_id(session, neuron),
                          validate.choice(measure, NEURON_MEASURES, "measure"),
                          validate.choice(sort, SORT_ORDERS, "sort order"),
                          None if edit is None else validate.choice(edit, EDIT_MODES, "edit"),
                          None if edit_of is None else validate.choice(edit_of, EDIT_SOURCES, "edited selection"),
-                         None if k is None else edit_k(session, k))
+                         None if k is None else edit_k(session, k), active, quantile, metric, method)
     if parse_query(query) == parse_query(current if isinstance(current, str) else ""):
         return no_update, no_update
     return query, query
@@ -101,6 +113,9 @@ def register(app: Dash, session: Session) -> None:
                  Input(SELECTION, "data"), Input(PAIR, "data"), Input(NEURON, "data"),
                  Input(neuron_view.MEASURE, "value"), Input(image_grid.SORT, "value"),
                  Input(what_if_view.IDS.mode, "value"), Input(what_if_view.SOURCE, "value"),
-                 Input(what_if_view.K, "value"), State(URL, "search"), prevent_initial_call=True)(
-        lambda selection, pair, neuron, measure, sort, edit, edit_of, k, current: url_query(
-            session, selection, pair, neuron, measure, sort, current, edit, edit_of, k))
+                 Input(what_if_view.K, "value"), Input(NODES, "data"), Input(RF_QUANTILE, "value"),
+                 Input(CLUSTER_METRIC, "value"), Input(CLUSTER_METHOD, "value"), State(URL, "search"),
+                 prevent_initial_call=True)(
+        lambda selection, pair, neuron, measure, sort, edit, edit_of, k, nodes, quantile, metric, method, current:
+        url_query(session, selection, pair, neuron, measure, sort, current, edit, edit_of, k, nodes, quantile, metric,
+                  method))

@@ -244,13 +244,14 @@ def node_from_click(session: Session, click_data: dict | None) -> int | None:
     return validate.node_ids(session, [value[0] if isinstance(value, list) and value else value])[0]
 
 
-def layout(session: Session) -> html.Section:
+def layout(session: Session, metric: str = measures.DEFAULT_METRIC, method: str | None = None) -> html.Section:
+    """The view, opened on a distance and a linkage (default: the linkage of the distance)."""
     controls = [
         dcc.Dropdown(id=CLUSTER_METRIC, options=[{"label": v, "value": k} for k, v in METRIC_LABELS.items()],
-                     value=measures.DEFAULT_METRIC, clearable=False, searchable=False, className="metric-dropdown"),
+                     value=metric, clearable=False, searchable=False, className="metric-dropdown"),
         dcc.Dropdown(id=CLUSTER_METHOD, options=[{"label": f"{v} linkage", "value": k}
                                                  for k, v in METHOD_LABELS.items()],
-                     value=measures.default_method(measures.DEFAULT_METRIC), clearable=False, searchable=False,
+                     value=method or measures.default_method(metric), clearable=False, searchable=False,
                      className="method-dropdown"),
         html.Button("Clear nodes", id=CLEAR, n_clicks=0, className="button"),
     ]

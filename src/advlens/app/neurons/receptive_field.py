@@ -151,13 +151,14 @@ def _cell(title_id: str, image_id: str, probs_id: str | None, title: str = "", c
                     className="rf-cell")
 
 
-def layout(session: Session) -> html.Section:
+def layout(session: Session, quantile: float | None = None) -> html.Section:
+    """The view, its RF threshold set to ``quantile`` (default: the store's)."""
     levels = session.rf_quantile_levels
     default = session.default_rf_quantile
     controls = html.Div([
         html.Label(["RF threshold (quantile)", dcc.Dropdown(
             id=RF_QUANTILE, options=[{"label": f"{q:g}" + (" (default)" if q == default else ""), "value": q}
-                                     for q in levels], value=default, clearable=False, searchable=False,
+                                     for q in levels], value=default if quantile is None else quantile, clearable=False, searchable=False,
             className="quantile-dropdown")], className="control"),
         html.Label(["vulnerable pixels: top p%", dcc.Slider(
             id=TOP_PERCENT, min=1, max=100, step=1, value=20, marks={1: "1", 20: "20", 50: "50", 100: "100"},

@@ -17,8 +17,10 @@ URL query (``/neurons?true=6&adv=0&pair=12&neuron=40&measure=band_gap&sort=benig
 is the selected Prediction Matrix cell (a lasso selection is not written: it may hold thousands of
 pairs), ``pair`` and ``neuron`` the selected pair and neuron, ``measure`` the neuron order, ``sort`` the
 Image Grid order; the what-if panel's ``edit`` (restore, attack, zero_adversarial, zero_benign), ``edit_of``
-(neuron, cluster, top) and ``k`` (the top k). Values at their defaults are left out. Every value is checked
-on the server; an invalid one is reported and left out.
+(neuron, cluster, top) and ``k`` (the top k); the Neuron Cluster View's selected subtrees ``nodes`` (node ids,
+comma-separated, of the pair's dendrogram), its ``distance`` and ``linkage``, and the RF threshold ``rfq`` (a
+stored quantile level) that the tree is built with. Values at their defaults are left out. Every value is
+checked on the server; an invalid one is reported and left out.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from advlens import measures
 from advlens.analysis import NEURON_MEASURES, SORT_ORDERS, Session
 from advlens.app import validate
 from advlens.app.urls import make_query
@@ -72,7 +75,36 @@ class NeuronsState:
     edit: str = DEFAULT_EDIT
     edit_of: str = DEFAULT_EDIT_OF
     k: int | None = None
+    nodes: list[int] = field(default_factory=list)
+    metric: str = measures.DEFAULT_METRIC
+    method: str | None = None
+    quantile: float | None = None
     problems: list[str] = field(default_factory=list)
+
+    def nodes_record(self, session: Session) -> dict | None:
+        """The Neuron Cluster View's selection the page opens on (the ``nodes`` store), or ``None``."""
+        if not self.nodes or self.pair is None:
+            return None
+        return {"pair": self.pair, "quantile": session.default_rf_quantile if self.quantile is None else self.quantile,
+                "metric": self.metric, "method": self.method or measures.default_method(self.metric),
+                "nodes": list(self.nodes)}
+
+
+def node_list(session: Session, value: str) -> list[int]:
+    """Dendrogram node ids written as ``12,300`` (each checked; repeats dropped)."""
+    parts = [part.strip() for part in str(value).split(",")]
+    if not any(parts):
+        raise validate.InvalidSelection("no dendrogram node ids: write them as nodes=12,300")
+    return list(dict.fromkeys(validate.node_ids(session, parts)))
+
+
+def quantile_level(session: Session, value: str) -> float:
+    """A stored RF threshold quantile level written in the URL (e.g. ``0.9``)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = value
+    return validate.rf_quantile(session, number)
 
 
 def cell_selection(session: Session, true_label: int, adversarial_label: int) -> dict:
@@ -109,6 +141,18 @@ def state_from_query(session: Session, params: dict[str, str]) -> NeuronsState:
     state.edit = read("edit", lambda v: validate.choice(v, EDIT_MODES, "edit")) or DEFAULT_EDIT
     state.edit_of = read("edit_of", lambda v: validate.choice(v, EDIT_SOURCES, "edited selection")) or DEFAULT_EDIT_OF
     state.k = read("k", lambda v: edit_k(session, v)) or default_k(session)
+    state.quantile = read("rfq", lambda v: quantile_level(session, v))
+    state.metric = read("distance", lambda v: validate.choice(v, measures.METRICS, "distance")) or state.metric
+    state.method = read("linkage", lambda v: validate.choice(v, measures.METHODS, "linkage"))
+    if state.method is not None:
+        from advlens.app.neurons.cluster_view import tree_choice
+
+        try:
+            tree_choice(state.metric, state.method)
+        except AdvlensError as exc:
+            state.problems.append(f"URL parameter linkage={params['linkage']!r}: {exc}")
+            state.method = None
+    state.nodes = read("nodes", lambda v: node_list(session, v)) or []
     if state.pair is not None:
         info = session.pair_info(state.pair)
         own = (info["label"], info["adv_pred"])
@@ -118,6 +162,9 @@ def state_from_query(session: Session, params: dict[str, str]) -> NeuronsState:
                 f"pair {state.pair} ({names[own[0]]} → {names[own[1]]}) is not in the cell "
                 f"{names[state.cell[0]]} → {names[state.cell[1]]} of the URL: showing the pair's own cell")
         state.cell = own
+    elif state.nodes:
+        state.problems.append("URL parameter nodes names subtrees of a pair's dendrogram: without a pair it is ignored")
+        state.nodes = []
     return state
 
 
@@ -141,10 +188,12 @@ def initial_selection(session: Session, state: NeuronsState) -> dict | None:
 
 def query_string(session: Session, selection: dict | None, pair: int | None, neuron: int | None,
                  measure: str | None, sort: str | None, edit: str | None = None, edit_of: str | None = None,
-                 k: int | None = None) -> str:
+                 k: int | None = None, nodes: list[int] | None = None, quantile: float | None = None,
+                 metric: str | None = None, method: str | None = None) -> str:
     """The URL query of a selection (``""`` when there is nothing to say).
 
     The cell is left out when it is the pair's own (the URL's pair opens its cell), so the URL stays short.
+    ``nodes`` are the selected dendrogram nodes of the pair's tree (``quantile``, ``metric``, ``method``).
     """
     params: dict[str, object] = {}
     cell = list(selection["cell"]) if selection and selection.get("cell") else None
@@ -167,6 +216,14 @@ def query_string(session: Session, selection: dict | None, pair: int | None, neu
         params["edit_of"] = edit_of
     if k is not None and k != default_k(session):
         params["k"] = k
+    if nodes and pair is not None:
+        params["nodes"] = ",".join(str(int(n)) for n in nodes)
+    if metric and metric != measures.DEFAULT_METRIC:
+        params["distance"] = metric
+    if method and method != measures.default_method(metric or measures.DEFAULT_METRIC):
+        params["linkage"] = method
+    if quantile is not None and quantile != session.default_rf_quantile:
+        params["rfq"] = f"{quantile:g}"
     return make_query(params)
 
 
