@@ -217,3 +217,41 @@ def test_datapaths_on_ray_keep_the_same_results_and_skip_the_stored_pairs(model_
             np.testing.assert_array_equal(other_arrays[name], arrays[name], err_msg=f"pair {pair}: {name}")
         assert {k: v for k, v in other_attrs.items() if k != "seconds"} == \
             {k: v for k, v in attrs.items() if k != "seconds"}
+
+
+@pytest.mark.slow
+def test_ray_tasks_use_their_own_cpus_as_threads_and_few_shards_are_in_flight(local_ray):
+    from advlens.pipeline.executor import IN_FLIGHT
+
+    torch_threads = torch.get_num_threads
+
+    def report_threads(shared, part, values):  # a local function: Ray ships it by value
+        return {"threads": np.array(torch_threads()), "value": values}
+    read = []
+
+    def inputs(part):
+        read.append(part.start)
+        return np.full(1, part.start)
+    parts = shards(10, 1)
+    results = []
+    for part, result in RayExecutor(cpus_per_task=2).map(report_threads, None, parts, "threads", inputs):
+        if not results:
+            # the window (IN_FLIGHT tasks per slot of 2 CPUs: one slot), then one more as the first result came back
+            assert len(read) == IN_FLIGHT + 1
+        results.append((part, result))
+    assert sorted(read) == list(range(10))
+    assert all(int(result["threads"]) == 2 for _, result in results), "two torch threads in a task of two CPUs"
+    assert sorted(int(result["value"][0]) for _, result in results) == list(range(10))
+
+
+def test_a_worker_runs_its_task_with_the_threads_of_its_cpus_whatever_the_process_had():
+    from advlens.pipeline.executor import _run_on_worker
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # as a reused worker process left by a task of three CPUs
+        result = _run_on_worker(lambda shared, part: {"threads": np.array(torch.get_num_threads())}, None, 1,
+                                slice(0, 1))
+    finally:
+        torch.set_num_threads(threads)
+    assert int(result["threads"]) == 1

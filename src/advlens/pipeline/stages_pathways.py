@@ -216,7 +216,8 @@ def run_sweep(ctx: StageContext, out: StageWriter) -> dict:
     channels = [model.graph[layer].channels for layer in layers]
     work = ctx.work_dir("sweep", key={**settings.as_attrs(), "layers": layers})
     machine = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-               "load_average": round(os.getloadavg()[0], 2)}
+               "load_average": round(os.getloadavg()[0], 2),
+               "executor": ctx.executor.name if ctx.executor is not None else "local"}  # ray: seconds are the tasks'
     logger.info("sweep: %d sampled images (≤ %d per class) × %d strengths × %s; benign maxima of %d true "
                 "positives over %d layers", len(sample), settings.per_class, len(settings.eps),
                 "/".join(settings.attacks), len(benign_rows), len(layers))
