@@ -8,7 +8,9 @@ URL query (``/profiles?pair=12&layers=layer1,layer2,fc&layer=layer2&unit=5&colou
 - ``colour``: ``pred`` (default) or ``true``; ``view``: ``lines`` (default) or ``histograms``;
 - ``tau``: the diverging-point threshold in background IQRs (default 1, G-11);
 - ``reduction`` (mean/max/difference/direct), ``set`` (``pair``, ``class:K``, ``group``), ``scalar``
-  (max/abs_sum/auto), ``image`` (benign/adversarial, for ``direct``).
+  (max/abs_sum/auto), ``image`` (benign/adversarial, for ``direct``);
+- the what-if panel's ``edit`` (restore, attack, zero_adversarial, zero_benign), ``edit_of`` (``top``: the
+  layer's top k diverging units, ``unit``: the open unit) and ``k`` (default 10).
 
 The Neurons page links here as ``/profiles?pair=N``. Every value is checked on the server; an invalid one
 is reported and replaced by its default. Stores hold names and ids only.
@@ -24,6 +26,7 @@ from advlens.app import validate
 from advlens.app.model import selection as layer_selection
 from advlens.app.urls import QueryReader, SHARED_KEYS, make_query, parse_query
 from advlens.errors import AdvlensError
+from advlens.faithfulness.what_if import EDIT_MODES
 from advlens.profiles import DEFAULT_THRESHOLD, REDUCTIONS, UNIT_SCALARS
 
 PAIR = "profiles-pair"
@@ -41,8 +44,15 @@ SCALAR = "profiles-scalar"
 IMAGE = "profiles-image"
 PROBLEMS = "profiles-url-problems"
 
+EDIT_OF = ("top", "unit")
+"""What the what-if panel edits: the layer's top k diverging units, or the open unit."""
+DEFAULT_EDIT = "restore"
+DEFAULT_EDIT_OF = "top"
+DEFAULT_EDIT_K = 10
+
 DEFAULTS = {"colour": "pred", "view": "lines", "reduction": "difference", "set": "pair", "scalar": "auto",
-            "image": "adversarial", "tau": DEFAULT_THRESHOLD}
+            "image": "adversarial", "tau": DEFAULT_THRESHOLD, "edit": DEFAULT_EDIT, "edit_of": DEFAULT_EDIT_OF,
+            "k": DEFAULT_EDIT_K}
 TAU_RANGE = (0.05, 3.0)
 """The diverging-point threshold the page offers, in background IQRs (spec-002 G-11: default 1)."""
 
@@ -62,6 +72,9 @@ class ProfilesState:
     scalar: str = DEFAULTS["scalar"]
     image: str = DEFAULTS["image"]
     tau: float = DEFAULT_THRESHOLD
+    edit: str = DEFAULT_EDIT
+    edit_of: str = DEFAULT_EDIT_OF
+    k: int = DEFAULT_EDIT_K
     problems: list[str] = field(default_factory=list)
 
 
@@ -99,6 +112,15 @@ def check_set(session: Session, value) -> str:
     raise validate.InvalidSelection(f"image set {str(value)[:40]!r} is not pair, group or class:K")
 
 
+def check_edit_k(value) -> int:
+    """The what-if panel's number of top diverging units, a whole number ≥ 1 (a layer with fewer units edits them
+    all)."""
+    k = validate.integer(value, "k")
+    if k < 1:
+        raise validate.InvalidSelection(f"k {k} must be at least 1")
+    return k
+
+
 def check_tau(value) -> float:
     """The diverging-point threshold (IQRs) from the URL (a number string) or the slider."""
     if isinstance(value, str):
@@ -132,6 +154,9 @@ def state_from_query(session: Session, search: str | None) -> ProfilesState:
     state.scalar = read("scalar", lambda v: validate.choice(v, UNIT_SCALARS, "unit scalar"), DEFAULTS["scalar"])
     state.image = read("image", lambda v: validate.choice(v, IMAGES, "image"), DEFAULTS["image"])
     state.tau = read("tau", lambda v: check_tau(v), DEFAULT_THRESHOLD)
+    state.edit = read("edit", lambda v: validate.choice(v, EDIT_MODES, "edit"), DEFAULT_EDIT)
+    state.edit_of = read("edit_of", lambda v: validate.choice(v, EDIT_OF, "edited units"), DEFAULT_EDIT_OF)
+    state.k = read("k", check_edit_k, DEFAULT_EDIT_K)
     return state
 
 
