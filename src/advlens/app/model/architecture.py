@@ -81,6 +81,15 @@ def _legend() -> html.Div:
     return html.Div(items, className="legend architecture-legend")
 
 
+WIDE_PX = 1600
+"""Views wider than this do not fit a laptop screen: the caption says the rest is a sideways scroll away."""
+
+
+def scroll_hint(width: int) -> str:
+    """`` · W px wide: scroll sideways for the rest`` for a view wider than :data:`WIDE_PX`, else ''."""
+    return f" · {width:,} px wide: scroll sideways for the rest" if width > WIDE_PX else ""
+
+
 def layout(session: Session, layers: list[str], focus: dict) -> list:
     """The Architecture View panel and the layer-selection panel."""
     placed, facts = graph_layout(session)
@@ -93,7 +102,7 @@ def layout(session: Session, layers: list[str], focus: dict) -> list:
                            style={"minWidth": f"{width}px", "height": f"{height}px"}),
                  className="architecture-scroll"),
         html.Div(f"{len(graph)} layers · {len(placed.blocks)} blocks · {len(placed.shortcut_edges())} shortcut "
-                 f"edges · traced with {traced}"
+                 f"edges · traced with {traced}{scroll_hint(width)}"
                  " · hover a layer for its type, output shape and receptive field; drag to zoom, double-click to "
                  "reset", className="summary"),
     ], [html.Span("click a layer to", className="label"),
