@@ -227,14 +227,23 @@ def texts(component) -> str:
     return " ".join(node for node in walk(component) if isinstance(node, str))
 
 
-def wait_idle(page, timeout: float = 60.0, settle: float = 0.25) -> None:
-    """Wait until no Dash callback is in flight for ``settle`` seconds (and Plotly has drawn)."""
+BUSY_SCRIPT = """() => (window.__advlensPending || 0)
+    + (document.readyState === 'complete' ? 0 : 1)
+    + document.querySelectorAll('._dash-loading, ._dash-loading-callback, [data-dash-is-loading="true"],'
+                                + ' .dash-graph--pending').length"""
+"""Work the page still has in flight: fetches (Dash callbacks, counted by :data:`PENDING_SCRIPT`), the document
+still loading, Dash's renderer not yet mounted (``_dash-loading``), callbacks Dash has queued but not yet sent
+(``_dash-loading-callback``, shown while any is pending), components marked loading, and graphs whose Plotly bundle
+or drawing is still pending (``dash-graph--pending``: a graph's first draw loads plotly.js by a script tag, which
+no fetch counter sees)."""
+
+
+def wait_idle(page, timeout: float = 60.0, settle: float = 0.3) -> None:
+    """Wait until the page has had no work in flight (:data:`BUSY_SCRIPT`) for ``settle`` seconds."""
     deadline = time.monotonic() + timeout
     quiet_since = None
     while time.monotonic() < deadline:
-        busy = page.evaluate("window.__advlensPending || document.querySelectorAll("
-                             "'[data-dash-is-loading=\"true\"]').length")
-        if busy:
+        if page.evaluate(BUSY_SCRIPT):
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.monotonic()
