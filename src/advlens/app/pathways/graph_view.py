@@ -42,7 +42,8 @@ from advlens.pathways import GROUPS, HIGHLIGHT_MODES
 CAPTION = "pathways-caption"
 PAGE_MAX_IMAGES = 64
 """Images per set the page's influences are medians over (the analysis default is 200): the first graph of a
-pair costs about 4 s of CPU on the 200-image demo store, and grows with the images of each set."""
+pair costs about 4 s of CPU on the 200-image demo store, and grows with the images of each set. The what-if panel
+edits the same sample of the attacked set."""
 LEGEND = "pathways-legend"
 GROUP_LABELS = {"original": "original only", "both": "both classes", "target": "target only",
                 "attack": "attack only", "pinned": "pinned (outside the groups)"}
