@@ -69,13 +69,15 @@ def test_ray_and_local_executors_give_equal_attack_batches(tmp_path, one_thread)
     images = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         labels = model(images).argmax(1)
-    shared = {"attack": PGD(model, 8 / 255, 2 / 255, 3, "linf", True, False, 0), "benign": images,
-              "target": labels, "seed": 0, "device": "cpu"}
+    shared = {"attack": PGD(model, 8 / 255, 2 / 255, 3, "linf", True, False, 0), "seed": 0, "device": "cpu"}
     parts = shards(40, 16)
-    local = list(run_sharded(LocalExecutor(), _attack_shard, shared, parts, tmp_path / "local", "attack"))
+
+    def inputs(part):
+        return images[part], labels[part]
+    local = list(run_sharded(LocalExecutor(), _attack_shard, shared, parts, tmp_path / "local", "attack", inputs))
     executor = RayExecutor(cpus_per_task=1, num_cpus=2)
     try:
-        remote = list(run_sharded(executor, _attack_shard, shared, parts, tmp_path / "ray", "attack"))
+        remote = list(run_sharded(executor, _attack_shard, shared, parts, tmp_path / "ray", "attack", inputs))
     finally:
         ray.shutdown()
     for (part, mine), (other_part, theirs) in zip(local, remote):

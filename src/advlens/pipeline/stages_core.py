@@ -83,13 +83,18 @@ def _targets(ctx: StageContext, labels: torch.Tensor) -> torch.Tensor:
     return (labels + 1) % ctx.model.num_classes
 
 
-def _attack_shard(shared: dict, part: slice) -> dict[str, np.ndarray]:
-    """One batch of the attack stage (an executor task): the adversarial images of rows ``part``."""
+def _attack_shard(shared: dict, part: slice, inputs: tuple[torch.Tensor, torch.Tensor]) -> dict[str, np.ndarray]:
+    """One batch of the attack stage (an executor task): the adversarial images of rows ``part``.
+
+    Shape:
+        inputs: the rows' benign images (n, c, H, W) in [0, 1] and attack labels (n,) int64.
+    """
     attack = shared["attack"]
     if isinstance(attack, PGD):
         attack.reseed(shared["seed"] * 1_000_003 + part.start)
     device = torch.device(shared["device"])
-    adversarial = attack(shared["benign"][part].to(device), shared["target"][part].to(device))
+    benign, target = inputs
+    adversarial = attack(benign.to(device), target.to(device))
     return {"adversarial": adversarial.cpu().numpy()}
 
 
@@ -114,10 +119,10 @@ def run_attack(ctx: StageContext, out: StageWriter) -> dict:
         for part in parts:
             adversarial[part], attacked[part] = attack.lookup(indices[part])
     else:
-        shared = {"attack": attack, "benign": benign, "target": _targets(ctx, labels), "seed": ctx.config.seed,
-                  "device": str(ctx.device)}
+        shared = {"attack": attack, "seed": ctx.config.seed, "device": str(ctx.device)}
+        target = _targets(ctx, labels)
         for part, result in run_sharded(ctx.executor, _attack_shard, shared, parts, ctx.work_dir("attack"),
-                                        "attack"):
+                                        "attack", inputs=lambda part: (benign[part], target[part])):
             adversarial[part] = torch.from_numpy(result["adversarial"])
     for part in tqdm(parts, desc="attack predictions", unit="batch", disable=len(parts) < 2):
         adv_probs[part] = _probabilities(ctx.model, adversarial[part], ctx.device).numpy()
