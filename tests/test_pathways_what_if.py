@@ -207,3 +207,22 @@ def test_a_store_without_the_sweep_names_the_command(tmp_path_factory):
     path, model = tiny_core_store(tmp_path_factory)
     with pytest.raises(StoreError, match="advlens prepare"):
         session_class()(path, model=model).edit_pathway(0, 2, "pgd", 0.1, [("3", 0)])
+
+
+def test_the_layers_a_set_lacks_are_recorded_in_one_pass(store_and_model, stored):
+    """A fresh session: pins at two layers cost one recording pass (both images) and one edit pass; another mode one
+    pass; a pin at no new layer one pass. Counted by the test's own hook on the first convolution."""
+    path, model = store_and_model
+    fresh = session_class()(path, model=model)
+    eps = stored[1]["eps"][2]
+    rows: list[int] = []
+    handle = model.net[0].register_forward_pre_hook(lambda m, args: rows.append(len(args[0])))
+    try:
+        fresh.edit_pathway(ORIGINAL, TARGET, "pgd", eps, [("1", 0), ("3", 2)], "restore")
+        assert rows == [60, 30], "one pass of both images of the 30, one edit pass"
+        fresh.edit_pathway(ORIGINAL, TARGET, "pgd", eps, [("3", 2), ("1", 3)], "attack")
+        assert rows == [60, 30, 30]
+        fresh.edit_pathway(ORIGINAL, TARGET, "pgd", eps, [("3", 5)], "zero_benign")
+        assert rows == [60, 30, 30, 30]
+    finally:
+        handle.remove()

@@ -21,12 +21,14 @@ adversarial image is the benign one plus the stored perturbation. Choices where 
   zeroing in the benign pass hopes for);
 - the benign strength (ε = 0) has no attacked images: it is refused (the page asks for a strength instead).
 
-The attacked set and the unedited maps of each edited layer are kept in the session's cache (one entry per layer,
-so pinning a node of a new layer records that layer only); an edit then costs one forward pass of the set's images.
+The attacked set and the unedited maps of the edited layers are kept in the session's cache (:class:`SetMaps`:
+the layers a set lacks are recorded in one forward pass, so pinning a node of a new layer records that layer only);
+an edit then costs one forward pass of the set's images, every pinned layer edited in it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -198,15 +200,31 @@ def attacked_set(session: Any, original: int, target: int, attack: str, eps: flo
                            compute)
 
 
-def _record(session: Any, images: AttackedSet, layers: Sequence[str], key: tuple) -> LayersRecord:
-    """The unedited passes and the maps of ``layers``, one cache entry per layer (a new layer costs one pass)."""
-    parts = [session._cached(("pathway-what-if-maps", *key, layer),
-                             lambda layer=layer: record_layers(session.model, images.benign, images.adversarial,
-                                                               [layer]))
-             for layer in layers]
-    return LayersRecord(tuple(layers), parts[0].benign, parts[0].adversarial,
-                        {layer: part.benign_maps[layer] for layer, part in zip(layers, parts)},
-                        {layer: part.adversarial_maps[layer] for layer, part in zip(layers, parts)})
+class SetMaps:
+    """The unedited passes of an attacked set and the maps of the layers edits have asked for so far.
+
+    One per set in the session's cache; :meth:`covering` records the layers it lacks in one forward pass of the
+    set (both images), so a page reload with pins at three layers costs one pass, and a pin at a new layer one more.
+    Thread-safe (the app answers requests in parallel).
+    """
+
+    def __init__(self, images: AttackedSet) -> None:
+        self.images = images
+        self._lock = threading.Lock()
+        self._record: LayersRecord | None = None
+
+    def covering(self, model, layers: Sequence[str]) -> LayersRecord:
+        """A record holding at least ``layers`` (graph names)."""
+        with self._lock:
+            held = self._record.layers if self._record is not None else ()
+            missing = [layer for layer in layers if layer not in held]
+            if missing or self._record is None:
+                new = record_layers(model, self.images.benign, self.images.adversarial, missing or list(layers))
+                old = self._record
+                self._record = new if old is None else LayersRecord(
+                    (*old.layers, *new.layers), old.benign, old.adversarial, {**old.benign_maps, **new.benign_maps},
+                    {**old.adversarial_maps, **new.adversarial_maps})
+            return self._record
 
 
 def edit_pathway(session: Any, original: int, target: int, attack: str, eps: float,
@@ -241,7 +259,9 @@ def edit_pathway(session: Any, original: int, target: int, attack: str, eps: flo
         return PathwayEdit(original, target, images.attack, images.eps, mode, EDITED_SIDE[mode], given, images.rows,
                            0, empty, empty, empty)
     key = (original, target, images.attack, targeted, images.eps, max_images, seed)
-    record = _record(session, images, list(channels) or [session.sweep_info().layers[-1]], key)
+    maps = session._cached(("pathway-what-if-maps", *key), lambda: SetMaps(images))
+    record = maps.covering(session.model, [session.model.graph.resolve(layer) for layer in channels] or
+                           [session.sweep_info().layers[-1]])
     edit = edit_layers(session.model, images.benign, images.adversarial, channels, mode, record=record)
     return PathwayEdit(original, target, images.attack, images.eps, mode, edit.side, given, images.rows,
                        images.available, edit.benign.probabilities.numpy(), edit.adversarial.probabilities.numpy(),
