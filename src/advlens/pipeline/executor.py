@@ -2,19 +2,21 @@
 
 A stage cuts its work into shards (slices of its rows), names a module-level task function
 ``task(shared, part) -> dict[str, np.ndarray]`` and the read-only ``shared`` inputs (the model, the
-attack, the images), and hands them to :func:`run_sharded`. Inputs that differ per shard (a batch of
-images read from the store) can be given as ``inputs(part)`` instead: they are read only when the shard is
-started and the task is called ``task(shared, part, inputs(part))``, so a large dataset never has to sit in
-the driver's memory or Ray's object store at once. That function checkpoints every finished
+attack, the settings), and hands them to :func:`run_sharded`. What differs per shard (its images) is given
+as ``inputs(part)``: read on the driver only when the shard is started, the task then being called
+``task(shared, part, inputs(part))``, so only the shards in flight sit in Ray's object store and each node
+fetches its own tasks' images, never the whole dataset. :func:`run_sharded` checkpoints every finished
 shard in the stage's work folder, so a killed run resumes with the shards still missing, and gives the
 results back in shard order; the stage then writes its arrays exactly as before. Both executors run
-the same task function on the same shards, so they write the same store.
+the same task function on the same shards, so they write the same store. The sharded stages are
+``attack``, ``activations`` and the sweep's (attack, chunk) parts; ``advlens datapaths`` runs one pair per
+task through :meth:`Executor.map` (its results are kept in the store as they arrive, which is its checkpoint).
 
 On Ray (``pip install 'advlens[ray]'``; ``--executor ray [--ray-address ADDR]``): ``shared`` is put in
 the object store once, each shard is one task with ``cpus_per_task`` CPUs (torch uses that many
 threads in it, whatever the driver uses, so tasks side by side do not oversubscribe the cores), at most
-:data:`IN_FLIGHT` tasks per CPU of the cluster are submitted at a time, and results come back as tasks
-finish. Without an address a local Ray instance is
+:data:`IN_FLIGHT` tasks per task slot (the cluster's CPUs ÷ ``cpus_per_task``) are submitted at a time, and
+results come back as tasks finish. Without an address a local Ray instance is
 started on this machine's cores; with one (``auto``, ``ray://head:10001``) the tasks run on that
 cluster, whose workers must have advlens (and a user model's module) installed.
 """
