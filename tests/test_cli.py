@@ -142,6 +142,7 @@ def _one_line(err: str) -> str:
     (["--device", "gpu0"], "--device 'gpu0' is not a device"),
     (["--augment", "4"], "--augment applies to the photos and imagenet-folder datasets"),
     (["--ray-address", "auto"], "--ray-address needs --executor ray"),
+    (["--executor", "ray", "--device", "cuda"], "--executor ray runs its tasks on CPUs, not --device cuda"),
 ])
 def test_bad_parameters_are_refused_before_any_work(tmp_path, capsys, user_prepare, extra, message):
     code, _, err = _run(capsys, *user_prepare, *extra, "--out", str(tmp_path / "s"))

@@ -8,8 +8,10 @@ from advlens.analysis.core import SelectionError, SessionCore
 from advlens.analysis.image_space import SORT_ORDERS, ImageSpace
 from advlens.analysis.neurons import NEURON_MEASURES, NeuronAnalysis
 from advlens.analysis.pathways import ClassPairCounts, PathwayAnalysis, PathwayGraph, PathwayNeuronDetail, SweepInfo
+from advlens.analysis.pathways_what_if import AttackedSet, PathwayEdit, PathwaysWhatIfAnalysis
 from advlens.analysis.datapaths import (ADVERSARIALNESS, DatapathActivationMaps, DatapathAnalysis, DatapathContribution,
-                                        DatapathExamples, DatapathFeatures, GateLayer, PairDatapaths)
+                                        DatapathExamples, DatapathFeatures, GateLayer, PairDatapathJob,
+                                        PairDatapaths)
 from advlens.analysis.faithfulness import RANKING_SOURCES, FaithfulnessAnalysis, Rankings
 from advlens.analysis.profiles import (COLOUR_BY, EXPORT_FORMATS, FLOW_MODES, IMAGES, FlowData, LayerView,
                                        PairProfiles, ProfilesAnalysis, ProfilesBackground, UnitDetail)
@@ -17,8 +19,8 @@ from advlens.analysis.session import Session
 
 __all__ = ["Session", "SessionCore", "ImageSpace", "NeuronAnalysis", "SelectionError", "SORT_ORDERS",
            "NEURON_MEASURES", "PathwayAnalysis", "PathwayGraph", "PathwayNeuronDetail", "ClassPairCounts",
-           "SweepInfo", "ProfilesAnalysis", "ProfilesBackground", "PairProfiles", "FlowData", "LayerView",
+           "SweepInfo", "PathwaysWhatIfAnalysis", "PathwayEdit", "AttackedSet", "ProfilesAnalysis", "ProfilesBackground", "PairProfiles", "FlowData", "LayerView",
            "UnitDetail", "COLOUR_BY", "FLOW_MODES", "IMAGES", "EXPORT_FORMATS", "DatapathAnalysis", "PairDatapaths",
            "DatapathExamples", "GateLayer", "DatapathContribution", "DatapathActivationMaps", "DatapathFeatures",
-           "ADVERSARIALNESS",
+           "ADVERSARIALNESS", "PairDatapathJob",
            "FaithfulnessAnalysis", "RANKING_SOURCES", "Rankings"]

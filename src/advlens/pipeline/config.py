@@ -149,6 +149,9 @@ class PrepareConfig:
             other.append(f"the t-SNE perplexity must be positive, got {self.tsne_perplexity}")
         if self.weights is not None and not Path(self.weights).is_file():
             other.append(f"--weights {self.weights} is not a file")
+        if self.executor == "ray" and str(self.device) != "cpu":
+            other.append(f"--executor ray runs its tasks on CPUs, not --device {self.device}: use --device cpu with "
+                         "Ray, or the local executor for a GPU")
         if other:
             raise ConfigError("; ".join(other))
         self.device = check_device(self.device)
