@@ -138,7 +138,8 @@ def test_prediction_matrix_class_subsets(page, session, server):
     wait_idle(page, timeout=120)
     expected = cells[(row, col)]
     assert expected >= 1
-    assert f"selected: {names[row]} → {names[col]} ({expected} pairs)" in page.locator("#overview-summary").inner_text()
+    summary = page.locator("#overview-summary").inner_text()
+    assert f"selected: {names[row]} → {names[col]} ({expected} pairs)" in summary
     labels, adversarial = session.table["label"].tolist(), session.table["adv_pred"].tolist()
     in_cell = {p for p in range(len(labels)) if (labels[p], adversarial[p]) == (row, col)}
     cards = page.locator(".pair-card").evaluate_all("cards => cards.map(c => JSON.parse(c.id).pair)")
