@@ -12,6 +12,7 @@ dendrogram node → union/intersection → context images. A screenshot per step
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
@@ -169,6 +170,13 @@ def test_case_study_walkthrough(page, session):
     wait_idle(page)
     assert f"intersection of {len(members)} neurons" in page.locator("#rf-caption").inner_text()
     shot(page, "07_intersection")
+
+    # 7b. the selected subtree is in the URL: a reload opens the same nodes (their RFs' union, the default)
+    assert parse_qs(urlparse(page.url).query)["nodes"] == [str(node)]
+    page.reload()
+    wait_idle(page, timeout=120)
+    assert f"{len(members)} neurons" in figure_title(page, "dendrogram")
+    assert f"union of {len(members)} neurons" in page.locator("#rf-caption").inner_text()
 
     # 8. back to the single neuron, then its context images (both orders)
     click_plot_point(page, "neuron-graph", 0, 0.0)
