@@ -73,6 +73,30 @@ def test_page_opens_on_the_most_attacked_pair_with_the_picker_ordered_by_count(s
     assert counts == sorted(counts, reverse=True) and len(counts) == 6
 
 
+def test_a_many_class_store_lists_only_the_attacked_class_pairs(session, pair, monkeypatch):
+    """Above MAX_FULL_CLASSES classes (a 1,000-class model: 999,000 ordered pairs) the picker lists the pairs
+    with attacked images, the most attacked pair and the pair shown, in count order (checked by a plain loop)."""
+    from advlens.app import common
+    from advlens.app.pathways import controls
+
+    pairs = session.pathway_class_pairs("pgd")
+    everything = controls.pair_options(session, "pgd")
+    assert len(everything) == len(pairs.total)  # few classes: every pair
+    monkeypatch.setattr(common, "MAX_FULL_CLASSES", 1)
+    unattacked = [(int(o), int(t)) for o, t, n in zip(pairs.original, pairs.target, pairs.total) if n == 0]
+    assert unattacked, "the tiny sweep leaves some class pairs unattacked"
+    keep = unattacked[-1]
+    expected = [f"{o}-{t}" for i, (o, t, n) in enumerate(zip(pairs.original.tolist(), pairs.target.tolist(),
+                                                              pairs.total.tolist()))
+                if n > 0 or i == 0 or (o, t) == keep]
+    assert [o["value"] for o in controls.pair_options(session, "pgd", keep)] == expected
+    assert f"{keep[0]}-{keep[1]}" not in [o["value"] for o in controls.pair_options(session, "pgd")]
+    refreshed = graph_view.refresh_pairs(session, "pgd", f"{keep[0]}-{keep[1]}")
+    assert [o["value"] for o in refreshed] == expected
+    assert [o["value"] for o in graph_view.refresh_pairs(session, "pgd", "x-1")] == [
+        v for v in expected if v != f"{keep[0]}-{keep[1]}"]  # a malformed pair from the browser keeps nothing
+
+
 def test_the_four_highlight_modes_choose_the_opaque_nodes(session, pair):
     graph = session.pathway_graph(*pair, "pgd", max_images=graph_view.PAGE_MAX_IMAGES)
     opaque = {}

@@ -246,6 +246,19 @@ class SessionCore:
 
         return FeatureLibrary(self.store)
 
+    def _no_true_positive(self, label: int, where: str) -> str:
+        """Why ``where`` holds no benign true positive of class ``label``, and what to do: the examined images
+        hold none of that class (a 1,000-class model on a few photos), or the model misclassifies every one."""
+        examined = int(self._cached(("examined-class-counts",), lambda: np.bincount(
+            np.asarray(self.store.load("predict", "label"), dtype=np.int64), minlength=self.num_classes))[label])
+        name = f"class {label} ({self.class_names[label]})"
+        if not examined:
+            return (f"{where} holds no image of {name}: the examined images have none of that class. Add images "
+                    f"of it (e.g. a folder for it with --dataset imagenet-folder), or prepare a targeted attack "
+                    f"towards a class the images have (--targeted --target-class N)")
+        return (f"{where} holds no benign true positive of {name}: the model misclassifies all {examined} "
+                f"examined images of it")
+
     # ------------------------------------------------------------------ id checks
     def check_pair(self, pair: Any) -> int:
         """A pair id in 0 … P−1, else :class:`SelectionError`."""

@@ -186,8 +186,7 @@ class DatapathAnalysis(SessionCore):
         pool = np.flatnonzero((labels == adv_class) & (preds == adv_class))
         pool = pool[pool != int(self.table["row"][pair])]
         if not len(pool):
-            raise StoreError(f"the attack stage holds no benign true positive of class {adv_class} "
-                             f"({self.class_names[adv_class]}), the adversarial class of pair {pair}: no target images")
+            raise StoreError(f"pair {pair} has no target images: " + self._no_true_positive(adv_class, "the attack stage"))
         rng = np.random.default_rng([int(seed), pair])
         return np.sort(rng.choice(pool, size=min(targets, len(pool)), replace=False)).astype(np.int64)
 

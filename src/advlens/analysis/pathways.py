@@ -254,8 +254,7 @@ class PathwayAnalysis(SessionCore):
         tables = self._layer_tables(sweep, original, target)
         for label in (original, target):
             if not len(sweep.benign_rows(label)):
-                raise StoreError(f"the sweep holds no benign true positive of class {label} "
-                                 f"({self.class_names[label]}): the model never predicts it correctly")
+                raise StoreError(self._no_true_positive(label, "the sweep"))
         nodes = select_nodes(sweep, tables, attack, k_benign, k_attack, self._check_pinned(sweep, pinned))
         extras = [[sweep.layers[layer], channel] for layer, channel, group in zip(*nodes) if group == PINNED]
         key = {"version": VERSION, "original": original, "target": target, "attack": attack, "targeted": targeted,

@@ -3,9 +3,11 @@ attack and strength (0 = benign), highlight mode and top-x%, filter, compare mod
 
 from __future__ import annotations
 
+import numpy as np
 from dash import dcc, html
 
 from advlens.analysis import Session
+from advlens.app import common
 from advlens.app.pathways.state import (
     ATTACK,
     COMPARE,
@@ -34,14 +36,25 @@ def pair_value(original: int, target: int) -> str:
     return f"{original}-{target}"
 
 
-def pair_options(session: Session, attack: str) -> list[dict]:
-    """Every class pair, most attacked first, labelled with its count over all strengths."""
+def pair_options(session: Session, attack: str, keep: tuple[int, int] | None = None) -> list[dict]:
+    """The class pairs, most attacked first, labelled with their count over all strengths.
+
+    With more than :data:`common.MAX_FULL_CLASSES` classes only the pairs the attack sent at least one image
+    across are listed (a 1,000-class model has 999,000 ordered pairs, most of them never attacked), plus ``keep``
+    (the pair the page shows) and the most attacked pair.
+    """
     pairs = session.pathway_class_pairs(attack)
     names = session.class_names
     eps = pairs.eps * 255
+    shown = np.ones(len(pairs.total), dtype=bool)
+    if len(names) > common.MAX_FULL_CLASSES:
+        shown = pairs.total > 0
+        shown[:1] = True
+        if keep is not None:
+            shown |= (pairs.original == keep[0]) & (pairs.target == keep[1])
     options = []
-    for o, t, total, counts in zip(pairs.original.tolist(), pairs.target.tolist(), pairs.total.tolist(),
-                                   pairs.counts.tolist()):
+    for o, t, total, counts in zip(pairs.original[shown].tolist(), pairs.target[shown].tolist(),
+                                   pairs.total[shown].tolist(), pairs.counts[shown].tolist()):
         per = ", ".join(f"{e:g}/255: {c}" for e, c in zip(eps, counts))
         options.append({"label": f"{names[o]} → {names[t]} · {total}", "value": pair_value(o, t),
                         "title": f"sampled {names[o]} images the attack turns into {names[t]} per strength ({per})"})
@@ -64,7 +77,7 @@ def layout(session: Session, state: PathwaysState) -> html.Aside:
     per_class = f"≤ {info.per_class} per class" if info.per_class else "a per-class sample"
     return html.Aside([
         _field("Class pair (original → target)", dcc.Dropdown(
-            id=PAIR, options=pair_options(session, state.attack), value=pair_value(state.original, state.target),
+            id=PAIR, options=pair_options(session, state.attack, (state.original, state.target)), value=pair_value(state.original, state.target),
             clearable=False, searchable=True, optionHeight=30),
             f"ordered by how often the attack maps one to the other ({per_class} sampled true positives)"),
         _field("Attack", dcc.RadioItems(id=ATTACK, options=[{"label": a.upper(), "value": a} for a in info.attacks],

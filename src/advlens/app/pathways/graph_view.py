@@ -203,9 +203,12 @@ def toggle_pin(session: Session, click, pinned) -> list:
 
 
 @guarded(lambda text: no_update)
-def refresh_pairs(session: Session, attack) -> list:
-    """The class pair picker for another attack (its counts differ)."""
-    return pair_options(session, validate.choice(attack, session.sweep_info().attacks, "attack"))
+def refresh_pairs(session: Session, attack, current=None) -> list:
+    """The class pair picker for another attack (its counts differ), keeping the pair shown."""
+    keep = None
+    if isinstance(current, str) and current.count("-") == 1 and all(p.isdigit() for p in current.split("-")):
+        keep = tuple(int(p) for p in current.split("-"))  # only compared with the store's pairs
+    return pair_options(session, validate.choice(attack, session.sweep_info().attacks, "attack"), keep)
 
 
 def layout() -> html.Section:
@@ -229,5 +232,5 @@ def register(app: Dash, session: Session) -> None:
                  prevent_initial_call=True)(lambda click, pinned: toggle_pin(session, click, pinned))
     app.callback(Output(PINNED, "data", allow_duplicate=True), Input(CLEAR_PINS, "n_clicks"),
                  prevent_initial_call=True)(lambda _n: [])
-    app.callback(Output(PAIR, "options"), Input(ATTACK, "value"), prevent_initial_call=True)(
-        lambda attack: refresh_pairs(session, attack))
+    app.callback(Output(PAIR, "options"), Input(ATTACK, "value"), State(PAIR, "value"), prevent_initial_call=True)(
+        lambda attack, current: refresh_pairs(session, attack, current))
