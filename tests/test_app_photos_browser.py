@@ -201,8 +201,6 @@ def test_model_page(page, session, server):
     shot(page, "photos-7-model", full_page=True)
 
 
-@pytest.mark.xfail(strict=True, reason="the Profiles page does not yet warn about a background below 1,000 images "
-                   "(spec-002 G-26; profiles.aligned only logs it): remove this mark once it does")
 def test_profiles_warns_about_a_small_background(page, session, server):
     from advlens.profiles import RECOMMENDED_BACKGROUND
 

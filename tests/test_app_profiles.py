@@ -83,6 +83,16 @@ def test_the_diverging_band_and_badge_follow_the_divergence(session, runner, mon
     assert f"diverges between {LAYERS[first]} and {LAYERS[second]}" in texts(caption)
 
 
+def test_a_background_below_the_recommended_size_is_warned_about(session, runner, monkeypatch):
+    """Spec-002 (G-26): below 1,000 background images the Flow View's caption says the class context is weak."""
+    background = len(session.background_labels())
+    assert background < 1000
+    caption = texts(draw_flow(session, runner, pair=1)[1])
+    assert f"a background of {background} images is below the 1,000" in caption and "--profiles-background" in caption
+    monkeypatch.setattr(flow, "RECOMMENDED_BACKGROUND", background)
+    assert "is below the" not in texts(draw_flow(session, runner, pair=1)[1])
+
+
 def test_histogram_mode_stacks_one_bar_trace_per_class(session, runner):
     figure = draw_flow(session, runner, mode="histograms", colour="true")[0]
     bars = [t for t in figure["data"] if t["type"] == "bar"]

@@ -14,6 +14,7 @@ from advlens.app import common, validate
 from advlens.app.common import GRAPH_CONFIG, guarded
 from advlens.app.jobs import JobRunner, jobs_for, progress_bar
 from advlens.app.profiles.flow_figure import HEIGHT, flow_figure
+from advlens.profiles import RECOMMENDED_BACKGROUND
 from advlens.app.profiles.state import (
     AXIS,
     BETA,
@@ -103,6 +104,11 @@ def draw(session: Session, runner: JobRunner, pair, layers, colour, mode, beta, 
         f" · {flow.background.shape[0]} background images coloured by {COLOUR_LABELS[colour]} · benign solid, "
         "adversarial dashed · click an axis for the Layer View, between two axes to drill down, drag a box over "
         "an axis to brush a group", className="summary")]
+    if flow.background.shape[0] < RECOMMENDED_BACKGROUND:
+        caption.append(html.Span(
+            f" · a background of {flow.background.shape[0]} images is below the {RECOMMENDED_BACKGROUND:,} that paper "
+            "002 (§6) found representative: treat the class context as weak (prepare with a larger "
+            "--profiles-background)", className="summary pf-warning"))
     if flow.disconnected.any():
         caption.append(html.Span(f" · not drawn (disconnected by UMAP) per axis: {flow.disconnected.tolist()}",
                                  className="summary"))
