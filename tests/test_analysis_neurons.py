@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from app_fixtures import tiny_store
@@ -63,3 +65,28 @@ def test_the_first_p_is_searched_and_a_second_p_computes_the_maps_once(store):
         counter.handle.remove()
     assert 0 < first and again == 0 and later == 0
     assert maps >= height * width  # the exhaustive maps (every window position): the first p did not compute them
+
+
+@pytest.mark.parametrize("side, window", [(28, (2, 1)), (32, (4, 2)), (224, (16, 8)), (225, (18, 9))])
+def test_the_map_window_keeps_its_share_of_larger_images(store, side, window):
+    """k = 2 at stride 1 on 28² (paper 001); larger images: s = ⌈side/28⌉, k = 2s (784 positions at most)."""
+    root, model = store
+    session = Session(root, model=model, device="cpu")
+    session.__dict__["rf_size"] = (side, side)
+    assert session.map_window == window
+    positions = math.ceil(side / window[1]) ** 2
+    assert positions <= 28 * 28
+
+
+def test_the_maps_default_to_the_map_window(store):
+    """The session's maps without k and stride are the library's maps at the session's window (computed here)."""
+    root, model = store
+    session = Session(root, model=model, device="cpu")
+    session.__dict__["map_window"] = (1, 2)
+    benign, adversarial = (torch.from_numpy(a[0]) for a in session.pair_images([0]))
+    info = session.pair_info(0)
+    expected = measures.vulnerability_maps(model, benign, adversarial, info["label"], info["adv_pred"], k=1, stride=2)
+    found = session.vulnerability_maps(0)
+    assert torch.equal(found.bmap, expected.bmap.cpu()) and torch.equal(found.amap, expected.amap.cpu())
+    masks = session.vulnerability_masks(0, 20.0)
+    assert torch.equal(masks[0], measures.binarize_top(expected.bmap.cpu(), 20.0))
