@@ -11,10 +11,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-from advlens.data import ImageDataset, load_dataset  # noqa: E402
-from advlens.errors import AdvlensError  # noqa: E402
-from advlens.models import AnalysedModel, load_model  # noqa: E402
-from advlens.store import AnalysisStore, open_store  # noqa: E402
+_EXPORTS = {"load_dataset": "advlens.data", "ImageDataset": "advlens.data", "AdvlensError": "advlens.errors",
+            "load_model": "advlens.models", "AnalysedModel": "advlens.models", "open_store": "advlens.store",
+            "AnalysisStore": "advlens.store"}
+"""Top-level names, imported on first use (PEP 562), so ``import advlens.measures`` or ``advlens.models`` works
+where the store's libraries (zarr) are not installed, e.g. a bare GPU machine running a benchmark."""
 
 __all__ = ["load_dataset", "load_model", "open_store", "ImageDataset", "AnalysedModel", "AnalysisStore",
            "AdvlensError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'advlens' has no attribute {name!r}")
