@@ -339,7 +339,7 @@ def test_table_benchmark_small_version_prints_scores_within_0_and_k(tmp_path_fac
             assert all(0 <= s <= k for s, k in zip(scores, (1, 3, 5))) and scores == sorted(scores)
 
 
-def test_a_class_without_images_is_told_apart_from_one_the_model_gets_wrong(store_and_model, raw):
+def test_a_class_without_images_is_told_apart_from_one_the_model_gets_wrong(store_and_model, raw, monkeypatch):
     """No target image: the message says whether the examined images hold none of the class (and what to do)
     or the model misclassifies every one of them (with their number, counted here from the raw labels)."""
     from advlens.errors import StoreError
@@ -351,15 +351,12 @@ def test_a_class_without_images_is_told_apart_from_one_the_model_gets_wrong(stor
     examined = zarr.open_group(str(path / "predict"), mode="r")["label"][...]
     count = int(sum(1 for label in examined.tolist() if label == adversarial))
     assert count > 0
-    keep = ((raw["label"] == adversarial) & (raw["benign_pred"] == adversarial)).nonzero()[0]
-    real = fresh._datapath_attack_labels()
-    labels, preds = real[0].copy(), real[1].copy()
-    preds[keep] = (adversarial + 1) % fresh.num_classes  # the model now gets every image of the class wrong
-    fresh._cached(("datapath-attack-labels",), lambda: (labels, preds))
+    labels, preds = raw["label"].copy(), raw["benign_pred"].copy()
+    preds[labels == adversarial] = (adversarial + 1) % fresh.num_classes  # every image of the class is now wrong
+    monkeypatch.setattr(fresh, "_datapath_attack_labels", lambda: (labels, preds))
     with pytest.raises(StoreError, match=rf"misclassifies all {count} examined images of it"):
         fresh.datapath_targets(pair)
     fresh.cache.clear()
     fresh._cached(("examined-class-counts",), lambda: np.zeros(fresh.num_classes, dtype=np.int64))
-    fresh._cached(("datapath-attack-labels",), lambda: (labels, preds))
     with pytest.raises(StoreError, match=r"holds no image of class .*--target-class N"):
         fresh.datapath_targets(pair)
