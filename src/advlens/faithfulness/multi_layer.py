@@ -28,7 +28,7 @@ import torch
 
 from advlens.errors import ConfigError
 from advlens.faithfulness.what_if import (DEFAULT_BATCH, EDIT_MODES, EDITED_SIDE, WhatIf, _images, _values,
-                                          check_channels)
+                                          channel_replacer, check_channels)
 from advlens.models import AnalysedModel
 
 Channels = Sequence[int] | np.ndarray | torch.Tensor
@@ -130,18 +130,7 @@ def what_if_layers(model: AnalysedModel, images: torch.Tensor,
     step = batch_size or DEFAULT_BATCH
     rows = [0, 0]
 
-    def replacer(index: torch.Tensor, fill: torch.Tensor | float):
-        def replace(output: torch.Tensor) -> torch.Tensor:
-            edited = output.clone()
-            if isinstance(fill, float):
-                edited[:, index] = fill
-            else:
-                part = fill if fill.shape[0] == 1 else fill[rows[0]:rows[1]]
-                edited[:, index] = part.to(edited.device, edited.dtype).expand(len(edited), *part.shape[1:])
-            return edited
-        return replace
-
-    replace = {name: replacer(index, fill) for name, (index, fill) in fills.items()}
+    replace = {name: channel_replacer(index, fill, rows) for name, (index, fill) in fills.items()}
     chunks = []
     with torch.no_grad(), model.tapping((), replace):
         for start in range(0, len(images), step):

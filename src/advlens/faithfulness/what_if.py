@@ -17,7 +17,7 @@ pass ends, also when it raises; registrations belong to the calling thread, so a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Real
 
@@ -142,6 +142,24 @@ def _values(model: AnalysedModel, layer: str, ids: np.ndarray, values, count: in
     return tensor
 
 
+def channel_replacer(index: torch.Tensor, fill: torch.Tensor | float,
+                     rows: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The body of a layer-output patch that sets the channels ``index`` to ``fill``: a number, or maps that are
+    the same for every image (first dimension 1) or one per image, of which the batch's rows are
+    ``rows[0]:rows[1]`` (the caller moves ``rows`` along as it runs its batches).
+
+    Shape: index (k,); fill (1 or N, k, h, w); the output (B, K, h, w) is cloned, never edited in place."""
+    def replace(output: torch.Tensor) -> torch.Tensor:
+        edited = output.clone()
+        if isinstance(fill, float):
+            edited[:, index] = fill
+        else:
+            part = fill if fill.shape[0] == 1 else fill[rows[0]:rows[1]]
+            edited[:, index] = part.to(edited.device, edited.dtype).expand(len(edited), *part.shape[1:])
+        return edited
+    return replace
+
+
 def what_if(model: AnalysedModel, images: torch.Tensor, layer: str,
             channels: Sequence[int] | np.ndarray | torch.Tensor, values: torch.Tensor | np.ndarray | float,
             batch_size: int | None = None) -> WhatIf:
@@ -179,15 +197,7 @@ def what_if(model: AnalysedModel, images: torch.Tensor, layer: str,
     index = torch.as_tensor(ids, device=model.device)
     rows = [0, 0]
 
-    def replace(output: torch.Tensor) -> torch.Tensor:
-        edited = output.clone()
-        if isinstance(fill, float):
-            edited[:, index] = fill
-        else:
-            part = fill if fill.shape[0] == 1 else fill[rows[0]:rows[1]]
-            edited[:, index] = part.to(edited.device, edited.dtype).expand(len(edited), *part.shape[1:])
-        return edited
-
+    replace = channel_replacer(index, fill, rows)
     chunks = []
     with torch.no_grad():
         for start in range(0, len(images), step):
