@@ -205,9 +205,10 @@ def toggle_pin(session: Session, click, pinned) -> list:
 @guarded(lambda text: no_update)
 def refresh_pairs(session: Session, attack, current=None) -> list:
     """The class pair picker for another attack (its counts differ), keeping the pair shown."""
-    keep = None
-    if isinstance(current, str) and current.count("-") == 1 and all(p.isdigit() for p in current.split("-")):
-        keep = tuple(int(p) for p in current.split("-"))  # only compared with the store's pairs
+    try:
+        keep = check_pair(session, current)
+    except AdvlensError:
+        keep = None  # a bad value from the browser keeps nothing extra in the list
     return pair_options(session, validate.choice(attack, session.sweep_info().attacks, "attack"), keep)
 
 
