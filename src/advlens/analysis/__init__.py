@@ -19,7 +19,8 @@ from advlens.analysis.session import Session
 
 __all__ = ["Session", "SessionCore", "ImageSpace", "NeuronAnalysis", "SelectionError", "SORT_ORDERS",
            "NEURON_MEASURES", "PathwayAnalysis", "PathwayGraph", "PathwayNeuronDetail", "ClassPairCounts",
-           "SweepInfo", "PathwaysWhatIfAnalysis", "PathwayEdit", "AttackedSet", "ProfilesAnalysis", "ProfilesBackground", "PairProfiles", "FlowData", "LayerView",
+           "SweepInfo", "PathwaysWhatIfAnalysis", "PathwayEdit", "AttackedSet", "ProfilesAnalysis",
+           "ProfilesBackground", "PairProfiles", "FlowData", "LayerView",
            "UnitDetail", "COLOUR_BY", "FLOW_MODES", "IMAGES", "EXPORT_FORMATS", "DatapathAnalysis", "PairDatapaths",
            "DatapathExamples", "GateLayer", "DatapathContribution", "DatapathActivationMaps", "DatapathFeatures",
            "ADVERSARIALNESS", "PairDatapathJob",

@@ -186,7 +186,8 @@ class DatapathAnalysis(SessionCore):
         pool = np.flatnonzero((labels == adv_class) & (preds == adv_class))
         pool = pool[pool != int(self.table["row"][pair])]
         if not len(pool):
-            raise StoreError(f"pair {pair} has no target images: " + self._no_true_positive(adv_class, "the attack stage"))
+            raise StoreError(f"pair {pair} has no target images: "
+                             + self._no_true_positive(adv_class, "the attack stage"))
         rng = np.random.default_rng([int(seed), pair])
         return np.sort(rng.choice(pool, size=min(targets, len(pool)), replace=False)).astype(np.int64)
 

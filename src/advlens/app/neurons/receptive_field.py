@@ -158,7 +158,8 @@ def layout(session: Session, quantile: float | None = None) -> html.Section:
     controls = html.Div([
         html.Label(["RF threshold (quantile)", dcc.Dropdown(
             id=RF_QUANTILE, options=[{"label": f"{q:g}" + (" (default)" if q == default else ""), "value": q}
-                                     for q in levels], value=default if quantile is None else quantile, clearable=False, searchable=False,
+                                     for q in levels], value=default if quantile is None else quantile,
+            clearable=False, searchable=False,
             className="quantile-dropdown")], className="control"),
         html.Label(["vulnerable pixels: top p%", dcc.Slider(
             id=TOP_PERCENT, min=1, max=100, step=1, value=20, marks={1: "1", 20: "20", 50: "50", 100: "100"},
@@ -230,13 +231,13 @@ def maps_outputs(session: Session, pair, top_percent) -> tuple:
 
 def register(app: Dash, session: Session) -> None:
     @app.callback(Output(EMPTY, "children"), Output(CONTENT, "style"),
-                 Output(BENIGN_IMG, "src"), Output(ADVERSARIAL_IMG, "src"),
-                 Output(BENIGN_PROBS, "children"), Output(ADVERSARIAL_PROBS, "children"),
-                 Output(BENIGN_TITLE, "children"), Output(ADVERSARIAL_TITLE, "children"),
-                 Output(RF_CAPTION, "children"),
-                 Output(MAPS_PAIR, "data"),
-                 Input(PAIR, "data"), Input(NEURON, "data"), Input(NODES, "data"), Input(COMBINE_OP, "value"),
-                 Input(RF_QUANTILE, "value"), State(MAPS_PAIR, "data"), State(TOP_PERCENT, "value"))
+                  Output(BENIGN_IMG, "src"), Output(ADVERSARIAL_IMG, "src"),
+                  Output(BENIGN_PROBS, "children"), Output(ADVERSARIAL_PROBS, "children"),
+                  Output(BENIGN_TITLE, "children"), Output(ADVERSARIAL_TITLE, "children"),
+                  Output(RF_CAPTION, "children"),
+                  Output(MAPS_PAIR, "data"),
+                  Input(PAIR, "data"), Input(NEURON, "data"), Input(NODES, "data"), Input(COMBINE_OP, "value"),
+                  Input(RF_QUANTILE, "value"), State(MAPS_PAIR, "data"), State(TOP_PERCENT, "value"))
     def _draw_rfs(pair, neuron, record, op, quantile, maps_pair, top_percent):
         out = draw_rfs(session, pair, neuron, record, op, quantile, maps_pair)
         if out[-1] is not no_update and out[-1] is not None:  # a new pair (checked): its maps come next

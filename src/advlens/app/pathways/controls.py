@@ -77,7 +77,8 @@ def layout(session: Session, state: PathwaysState) -> html.Aside:
     per_class = f"≤ {info.per_class} per class" if info.per_class else "a per-class sample"
     return html.Aside([
         _field("Class pair (original → target)", dcc.Dropdown(
-            id=PAIR, options=pair_options(session, state.attack, (state.original, state.target)), value=pair_value(state.original, state.target),
+            id=PAIR, options=pair_options(session, state.attack, (state.original, state.target)),
+            value=pair_value(state.original, state.target),
             clearable=False, searchable=True, optionHeight=30),
             f"ordered by how often the attack maps one to the other ({per_class} sampled true positives)"),
         _field("Attack", dcc.RadioItems(id=ATTACK, options=[{"label": a.upper(), "value": a} for a in info.attacks],
