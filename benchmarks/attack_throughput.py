@@ -1,9 +1,11 @@
 """Throughput of advlens PGD against its peers: adversarial-robustness-toolbox and torchattacks.
 
 Loads the demo model (``load_model("fashion-resnet")``; a randomly initialised FashionResNet with a
-warning if its weights are missing) and Fashion-MNIST test images (random images with a warning if the
-dataset is missing), then times L∞ PGD without random start in each library on the same images with the
-same ε, α, steps and batch size. Each attack is warmed up on one batch, then all attacks run
+warning if its weights are missing) or another built-in model (``--model efficientnet-lite0``) and the test
+images of ``--dataset`` (default Fashion-MNIST; random images with a warning if it is missing; a ``.npz``
+path with ``images`` and ``labels`` runs where the dataset is not installed, e.g. a GPU machine), then
+times L∞ PGD without random start in each library on the same images with the same ε, α, steps and
+batch size (``--no-peers``: advlens alone). Each attack is warmed up on one batch, then all attacks run
 ``--repeats`` times over all images, interleaved so that load from other processes hits each alike;
 each attack's best wall time counts (its process CPU time is shown too). ART's ``generate`` is timed as a user calls it (it converts to
 and from NumPy and ends with one extra forward pass to log its success rate).
@@ -12,12 +14,15 @@ Usage::
 
     python benchmarks/attack_throughput.py --batch-size 128 --n-images 512 --steps 7 --eps 8/255 \
         --device cpu --repeats 3
+    python benchmarks/attack_throughput.py --model efficientnet-lite0 --dataset photos.npz --n-images 224 \
+        --batch-size 32 --device cuda --no-peers      # PGD-7 at 224²; photos.npz from stage_times.py --export
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -35,6 +40,11 @@ logger = logging.getLogger("attack_throughput")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="fashion-resnet", help="built-in model spec (default: the demo model)")
+    parser.add_argument("--dataset", default="fashion-mnist",
+                        help="dataset name or a .npz with images and labels (test split)")
+    parser.add_argument("--no-peers", action="store_true", help="time advlens alone (no ART, no torchattacks)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--n-images", type=int, default=512)
     parser.add_argument("--steps", type=int, default=7)
@@ -51,9 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_demo_model(device: str, seed: int) -> tuple[AnalysedModel, str]:
+def load_demo_model(device: str, seed: int, spec: str = "fashion-resnet") -> tuple[AnalysedModel, str]:
     from advlens.models import load_model
 
+    if spec != "fashion-resnet":
+        return load_model(spec, device=device), spec
     try:
         return load_model("fashion-resnet", device=device), "fashion-resnet (shipped weights)"
     except AdvlensError as exc:
@@ -66,16 +78,23 @@ def load_demo_model(device: str, seed: int) -> tuple[AnalysedModel, str]:
         return model.to(device).eval(), "FashionResNet (random init)"
 
 
-def load_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+def load_images(n: int, seed: int, name: str = "fashion-mnist", shape: tuple[int, ...] = (1, 28, 28),
+                classes: int = 10) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first ``n`` test images of dataset ``name`` (a name or a ``.npz`` path) and their labels, or seeded
+    random images of ``shape`` (logged) when it is missing.
+
+    Shape:
+        returns images (n, *shape) float32 in [0, 1] and labels (n,) int64.
+    """
     from advlens.data import load_dataset
 
     try:
-        dataset = load_dataset("fashion-mnist", "test")
-        return dataset.images[:n].clone(), dataset.labels[:n].clone(), "Fashion-MNIST test"
+        dataset = load_dataset(name, "test")
+        return dataset.images[:n].clone(), dataset.labels[:n].clone(), f"{name} test"
     except AdvlensError as exc:
         logger.warning("%s — timing random images instead", exc)
         g = torch.Generator().manual_seed(seed)
-        return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g), "random images"
+        return torch.rand(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g), "random images"
 
 
 def batched(attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], images: torch.Tensor,
@@ -123,11 +142,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every generate() call at INFO
     args = parse_args(argv)
-    model, model_name = load_demo_model(args.device, args.seed)
-    images, labels, data_name = load_images(args.n_images, args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, model_name = load_demo_model(args.device, args.seed, args.model)
+    images, labels, data_name = load_images(args.n_images, args.seed, args.dataset, model.input_shape,
+                                            model.num_classes)
     n = len(images)
-    print(f"model: {model_name}; data: {data_name}, {n} images; device {args.device}, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"model: {model_name}; data: {data_name}, {n} images {tuple(images.shape[1:])}; device {args.device} "
+          f"({device_name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
+          f"load average {os.getloadavg()[0]:.2f}")
     print(f"L∞ PGD: eps={args.eps:.6g} alpha={args.alpha:.6g} steps={args.steps} batch={args.batch_size} "
           f"no random start; best of {args.repeats} after a one-batch warm-up")
 
@@ -137,12 +161,14 @@ def main(argv: list[str] | None = None) -> None:
     runners["advlens"] = lambda x, y: batched(advlens_pgd, x, y, args.batch_size, args.device)
 
     try:
+        if args.no_peers:
+            raise ImportError
         from art.attacks.evasion import ProjectedGradientDescent
         from art.estimators.classification import PyTorchClassifier
     except ImportError:
-        logger.warning("adversarial-robustness-toolbox is not installed; skipping ART")
+        logger.warning("skipping ART (--no-peers, or adversarial-robustness-toolbox is not installed)")
     else:
-        classifier = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28),
+        classifier = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=model.input_shape,
                                        nb_classes=model.num_classes, clip_values=(0.0, 1.0),
                                        device_type="gpu" if args.device.startswith("cuda") else "cpu")
         art_pgd = ProjectedGradientDescent(classifier, norm=np.inf, eps=args.eps, eps_step=args.alpha,
@@ -151,9 +177,11 @@ def main(argv: list[str] | None = None) -> None:
         runners["ART"] = lambda x, y: torch.from_numpy(art_pgd.generate(x.numpy(), y.numpy()))
 
     try:
+        if args.no_peers:
+            raise ImportError
         import torchattacks
     except ImportError:
-        logger.warning("torchattacks is not installed; skipping it (pip install --no-deps torchattacks)")
+        logger.warning("skipping torchattacks (--no-peers, or not installed: pip install --no-deps torchattacks)")
     else:
         ta_pgd = torchattacks.PGD(model, eps=args.eps, alpha=args.alpha, steps=args.steps, random_start=False)
         runners["torchattacks"] = lambda x, y: batched(ta_pgd, x, y, args.batch_size, args.device)

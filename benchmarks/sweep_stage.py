@@ -15,6 +15,11 @@ CPU seconds are the steadier figure on a shared machine; with the default OpenMP
 wait for a descheduled peer spin and count CPU time, so run it with ``OMP_WAIT_POLICY=PASSIVE`` there (the
 policy in effect is printed).
 
+On a GPU (``--device cuda``) the stage runs there (its gradient passes in bfloat16 under ``auto``) and so do the
+baselines; ``--dataset FILE.npz`` (images and labels, e.g. the Fashion-MNIST test set written by
+``stage_times.py --export``) runs it where the dataset is not installed. The stage's part size is
+``--batch-size`` ÷ strengths images (21 at the default 128): a GPU wants larger parts (e.g. ``--batch-size 1536``).
+
 Goal (issue 9): ≤ 6 min on 2 cores for the demo defaults (≤ 300 images per class, 6 strengths, PGD κ = 7
 and FGSM). Other processes load a shared machine: the load average is printed with the figures.
 
@@ -23,6 +28,7 @@ Usage::
     python benchmarks/sweep_stage.py                       # the demo defaults over the test set
     python benchmarks/sweep_stage.py --limit 2000 --per-class 30 --keep /tmp/sweep-store
     python benchmarks/sweep_stage.py --per-class 30 --precision float32   # the stage without bfloat16
+    python benchmarks/sweep_stage.py --device cuda --dataset fashion-mnist-test.npz --batch-size 1536
 """
 
 from __future__ import annotations
@@ -48,23 +54,32 @@ def _clock() -> np.ndarray:
     return np.array([time.perf_counter(), time.process_time()])
 
 
+def _synchronize(model) -> None:
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+
+
 def forward_seconds(model, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    """(wall, CPU) seconds of one no-grad forward pass over ``images``."""
+    """(wall, CPU) seconds of one no-grad forward pass over ``images`` (each batch moved to the model's device)."""
+    _synchronize(model)
     start = _clock()
     with torch.inference_mode():
         for batch in images.split(batch_size):
-            model(batch)
+            model(batch.to(model.device))
+    _synchronize(model)
     return _clock() - start
 
 
 def gradient_seconds(model, images: torch.Tensor, batch_size: int) -> np.ndarray:
     """(wall, CPU) seconds of one plain forward + input-gradient pass (summed cross-entropy) over ``images``."""
     labels = torch.zeros(len(images), dtype=torch.int64)
+    _synchronize(model)
     start = _clock()
     for batch, target in zip(images.split(batch_size), labels.split(batch_size)):
-        x = batch.clone().requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(model(x), target, reduction="sum")
+        x = batch.to(model.device).clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(x), target.to(model.device), reduction="sum")
         torch.autograd.grad(loss, x)
+    _synchronize(model)
     return _clock() - start
 
 
@@ -85,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="examine only the first N test images (default: all 10,000)")
     parser.add_argument("--per-class", type=int, default=300, help="sweep sample per class")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--dataset", default="fashion-mnist",
+                        help="fashion-mnist, or a .npz of its test images and labels (where it is not installed)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where the stage and the baselines run")
     parser.add_argument("--keep", help="write the scratch store here and keep it (default: a temporary folder)")
     parser.add_argument("--precision", choices=GRADIENT_PRECISIONS, default="auto",
                         help="the number format of the sweep's gradient passes (default: auto)")
@@ -93,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scratch = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sweep-bench-")) / "store"
     load_before = os.getloadavg()
-    config = PrepareConfig(limit=args.limit, batch_size=args.batch_size, sweep_per_class=args.per_class)
+    config = PrepareConfig(dataset=args.dataset, limit=args.limit, batch_size=args.batch_size,
+                           sweep_per_class=args.per_class, device=args.device)
     config.sweep_precision = args.precision
     try:
         started = time.perf_counter()
@@ -107,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         from advlens.data import load_dataset
         from advlens.models import load_model
 
-        data = load_dataset("fashion-mnist", "test")
-        model = load_model("fashion-resnet", class_names=data.class_names)
+        data = load_dataset(args.dataset, "test")
+        model = load_model("fashion-resnet", class_names=data.class_names, device=args.device)
         images = data.images[torch.from_numpy(sample)]
         forward_seconds(model, images[:256], args.batch_size)  # warm-up
         forward = forward_seconds(model, images, args.batch_size)
@@ -132,11 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep over {len(sample)} sampled true positives ({attrs['per_class']} per class at most; "
           f"{benign} benign true positives) × {strengths} strengths × {'/'.join(attacks)}, κ = {steps}, "
           f"{len(attrs['layers'])} layers, {sum(attrs['channels'])} channels")
-    print(f"gradient passes in {attrs['precision']}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"device {args.device} ({device}), batch size {args.batch_size} (parts of {attrs['chunk']} images × "
+          f"{strengths} strengths); gradient passes in {attrs['precision']}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     print(f"machine: {machine['torch_threads']} torch threads, {machine['cpus']} CPUs; load average "
           f"{load_before[0]:.2f} before, {machine['load_average']:.2f} at the stage's start, {load_after[0]:.2f} after")
     print(f"prepare (predict + sweep): {wall:.1f} s")
-    demo = args.limit is None and args.per_class == 300
+    demo = args.limit is None and args.per_class == 300 and args.device == "cpu"
     verdict = ("met" if stage[0] <= GOAL_SECONDS else "NOT met") if demo else "applies to the demo defaults only"
     print(f"sweep stage: {stage[0]:.1f} s wall ({stage[0] / 60:.2f} min; goal ≤ {GOAL_SECONDS / 60:.0f} min: "
           f"{verdict}), {stage[1]:.1f} s CPU "
