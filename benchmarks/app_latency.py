@@ -211,6 +211,51 @@ class CallbackTrace:
                   f"{size / 1024:6.1f} kB)  {name}")
 
 
+def show_profile(profile: dict, top: int = 15) -> None:
+    """Print the JavaScript functions with the most self time in a CDP ``Profiler.stop`` profile."""
+    by_id = {node["id"]: node for node in profile["nodes"]}
+    self_ms: dict[str, float] = {}
+    for node_id, delta in zip(profile["samples"], profile["timeDeltas"]):
+        frame = by_id[node_id]["callFrame"]
+        name = f"{frame['functionName'] or '(anonymous)'} {frame['url'].rsplit('/', 1)[-1].split('?')[0]}"
+        self_ms[name] = self_ms.get(name, 0.0) + delta / 1000
+    total = sum(ms for name, ms in self_ms.items() if not name.startswith("(idle)"))
+    print(f"    JavaScript profile: {total:.0f} ms busy")
+    for name, ms in sorted(self_ms.items(), key=lambda item: -item[1])[:top]:
+        print(f"    {ms:7.1f} ms  {name[:100]}")
+
+
+def show_timeline(trace: dict, top: int = 12) -> None:
+    """Sum the self time of the top-level main-thread events of a Chrome trace (scripting, style, layout, paint…)."""
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    main = {(e["pid"], e["tid"]) for e in events if e.get("name") == "thread_name"
+            and e.get("args", {}).get("name") == "CrRendererMain"}
+    totals: dict[str, float] = {}
+    spans = sorted((e for e in events if e.get("ph") == "X" and (e["pid"], e["tid"]) in main and "dur" in e),
+                   key=lambda e: (e["ts"], -e["dur"]))
+    stack: list[tuple[float, dict]] = []  # (end, event): self time = duration minus children
+    for event in spans:
+        while stack and stack[-1][0] <= event["ts"]:
+            stack.pop()
+        if stack:
+            totals[stack[-1][1]["name"]] = totals.get(stack[-1][1]["name"], 0.0) - event["dur"] / 1000
+        totals[event["name"]] = totals.get(event["name"], 0.0) + event["dur"] / 1000
+        stack.append((event["ts"] + event["dur"], event))
+    busy = sum(v for k, v in totals.items() if k not in ("RunTask", "ThreadControllerImpl::RunTask"))
+    calls: dict[str, float] = {}
+    for event in spans:
+        if event["name"] in ("FunctionCall", "TimerFire", "EvaluateScript", "FireAnimationFrame"):
+            data = event.get("args", {}).get("data", {})
+            frame = (data.get("stackTrace") or [data])[0]
+            where = f"{event['name']} {frame.get('functionName', '')} {str(frame.get('url', '')).rsplit('/', 1)[-1][:40]}"
+            calls[where] = calls.get(where, 0.0) + event["dur"] / 1000
+    for name, ms in sorted(calls.items(), key=lambda item: -item[1])[:8]:
+        print(f"    {ms:7.1f} ms  (inclusive) {name}")
+    print(f"    timeline: main thread {busy:.0f} ms in events")
+    for name, ms in sorted(totals.items(), key=lambda item: -item[1])[:top]:
+        print(f"    {ms:7.1f} ms  {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store")
@@ -218,6 +263,11 @@ def main() -> None:
     parser.add_argument("--cell", type=int, nargs=2, metavar=("TRUE", "ADV"), help="matrix cell (default: fullest)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--screenshots", type=Path, help="folder for a screenshot after each pick")
+    parser.add_argument("--timeline", action="store_true",
+                        help="record Chrome's timeline during each pick and sum the renderer's main-thread work by kind")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the browser's JavaScript during each pick (Chrome's profiler) and list the "
+                             "functions with the most self time")
     parser.add_argument("--trace", action="store_true",
                         help="split the time: server callbacks (time, size), arrivals in the browser, Plotly draws")
     args = parser.parse_args()
@@ -239,6 +289,9 @@ def main() -> None:
     print(f"load average before: {load_average[0]:.2f} {load_average[1]:.2f} {load_average[2]:.2f} "
           f"({os.cpu_count()} CPUs)")
     app = create_app(session)
+    if args.profile:  # readable function names in the profile: Dash's unminified bundles, no other dev tool
+        app.enable_dev_tools(debug=False, dev_tools_serve_dev_bundles=True, dev_tools_ui=False,
+                             dev_tools_props_check=False, dev_tools_hot_reload=False)
     trace = CallbackTrace(app.server) if args.trace else None
     with ServerThread(app) as server, sync_playwright() as playwright:
         browser = launch_browser(playwright)
@@ -246,6 +299,11 @@ def main() -> None:
         page.add_init_script(PENDING_SCRIPT)
         page.add_init_script(DRAW_PROBE)
         browser_trace = BrowserTrace(page) if args.trace else None
+        profiler = None
+        if args.profile:
+            profiler = page.context.new_cdp_session(page)
+            profiler.send("Profiler.enable")
+            profiler.send("Profiler.setSamplingInterval", {"interval": 250})
         errors = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         start = time.perf_counter()
@@ -275,6 +333,10 @@ def main() -> None:
             if trace:
                 trace.take()
                 browser_trace.take()
+            if profiler:
+                profiler.send("Profiler.start")
+            if args.timeline:
+                browser.start_tracing(page=page, categories=["devtools.timeline", "disabled-by-default-devtools.timeline"])
             clicked = time.perf_counter()
             cards.nth(k).click()
             page.wait_for_function("() => window.__advlensDone", timeout=180_000, polling=100)
@@ -282,6 +344,10 @@ def main() -> None:
             marks["all views"] = max(marks["neuron"], marks["dendrogram"], marks["rfs"])
             marks["idle"] = 1000 * (wait_quiet(page) - clicked)  # everything, the badges too
             results.append(marks)
+            if profiler:
+                show_profile(profiler.send("Profiler.stop")["profile"])
+            if args.timeline:
+                show_timeline(json.loads(browser.stop_tracing()))
             print(f"pair {ids[k]}: " + ", ".join(f"{key} {value / 1000:.2f} s" for key, value in marks.items()),
                   flush=True)
             if trace:

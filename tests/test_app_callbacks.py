@@ -953,7 +953,8 @@ def test_layout_holds_the_shell_and_the_page_holds_the_five_views_and_id_only_st
         assert view_id in ids
     stores = [c for c in page.children if type(c).__name__ == "Store"]
     assert {s.id for s in stores} == {neurons_state.SELECTION, neurons_state.PAIR, neurons_state.NEURON,
-                                      neurons_state.NODES, neurons_state.CLASSES, neurons_state.CONTEXT}
+                                      neurons_state.NODES, neurons_state.CLASSES, neurons_state.CONTEXT,
+                                      neurons_state.VIEWS_PAIR}
     assert all(s.data is None for s in stores if s.id != neurons_state.CLASSES)
     assert len(app.callback_map) >= 17
     assert component_ids(app.validation_layout) >= ids | shell_ids

@@ -36,6 +36,7 @@ from advlens.app.neurons.state import (
     PAIR,
     RF_QUANTILE,
     SELECTION,
+    VIEWS_PAIR,
     edit_k,
     initial_selection,
     page_of_pair,
@@ -61,6 +62,7 @@ def layout(session: Session, search: str | None = None) -> html.Div:
     selection = initial_selection(session, state)
     stores = [
         dcc.Store(id=SELECTION, data=selection), dcc.Store(id=PAIR, data=state.pair),
+        dcc.Store(id=VIEWS_PAIR, data=state.pair),
         dcc.Store(id=NEURON, data=state.neuron), dcc.Store(id=NODES, data=state.nodes_record(session)),
         dcc.Store(id=CLASSES, data=overview.default_classes(session)), dcc.Store(id=CONTEXT, data=None),
     ]
@@ -109,8 +111,15 @@ def register(app: Dash, session: Session) -> None:
         return
     for view in VIEWS:
         view.register(app, session)
+    # the gate of the page's secondary parts (VIEWS_PAIR): opened in the browser, no request to the server
+    app.clientside_callback(
+        """function (_figure, _caption, pair, shown) {
+            return pair === shown ? window.dash_clientside.no_update : pair;
+        }""",
+        Output(VIEWS_PAIR, "data"), Input(cluster_view.GRAPH, "figure"), Input(cluster_view.CAPTION, "children"),
+        State(PAIR, "data"), State(VIEWS_PAIR, "data"), prevent_initial_call=True)
     app.callback(Output(URL, "search", allow_duplicate=True), Output(URL_WRITTEN, "data", allow_duplicate=True),
-                 Input(SELECTION, "data"), Input(PAIR, "data"), Input(NEURON, "data"),
+                 Input(SELECTION, "data"), Input(VIEWS_PAIR, "data"), Input(NEURON, "data"),
                  Input(neuron_view.MEASURE, "value"), Input(image_grid.SORT, "value"),
                  Input(what_if_view.IDS.mode, "value"), Input(what_if_view.SOURCE, "value"),
                  Input(what_if_view.K, "value"), Input(NODES, "data"), Input(RF_QUANTILE, "value"),

@@ -24,7 +24,7 @@ from advlens.analysis import NEURON_MEASURES, Session
 from advlens.app import validate
 from advlens.app.common import guarded
 from advlens.app.neurons.neuron_view import MEASURE, MEASURE_LABELS
-from advlens.app.neurons.state import BADGE_REQUEST, BAND_KIND, MAPS_DRAWN, PAIR, RF_QUANTILE, TOP_PERCENT
+from advlens.app.neurons.state import BADGE_REQUEST, BAND_KIND, MAPS_DRAWN, RF_QUANTILE, TOP_PERCENT, VIEWS_PAIR
 
 DEFAULT_TOP_PERCENT = 20.0
 EXPLAINED = ("insertion AUC on pair {pair}: the share of the attack's effect on the adversarial class that this "
@@ -106,7 +106,7 @@ def compute_after_maps(session: Session, record, maps_drawn) -> list[dict]:
 
 
 def register(app: Dash, session: Session) -> None:
-    app.callback(Output(MEASURE, "options"), Output(BADGE_REQUEST, "data"), Input(PAIR, "data"),
+    app.callback(Output(MEASURE, "options"), Output(BADGE_REQUEST, "data"), Input(VIEWS_PAIR, "data"),
                  Input(RF_QUANTILE, "value"), Input(TOP_PERCENT, "value"), Input(BAND_KIND, "value"))(
         lambda pair, quantile, top_percent, kind: request(session, pair, quantile, top_percent, kind))
     app.callback(Output(MEASURE, "options", allow_duplicate=True), Input(BADGE_REQUEST, "data"),

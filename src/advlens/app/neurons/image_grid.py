@@ -16,7 +16,8 @@ from dash.exceptions import PreventUpdate
 from advlens.analysis import SORT_ORDERS, Session
 from advlens.app import common, validate
 from advlens.app.common import class_color, guarded
-from advlens.app.neurons.state import DEFAULT_SORT, PAIR, SELECTION
+from advlens.app.neurons.receptive_field import start_masks
+from advlens.app.neurons.state import DEFAULT_SORT, PAIR, SELECTION, TOP_PERCENT
 from advlens.app.routes import pair_image_url
 
 PAGE_SIZE = 24
@@ -165,7 +166,10 @@ def register(app: Dash, session: Session) -> None:
         return highlight(session, pair, [o["id"] for o in ctx.outputs_list])
 
     @app.callback(Output(PAIR, "data"), Input({"type": CARD, "pair": ALL}, "n_clicks"), State(PAIR, "data"),
-                  prevent_initial_call=True)
-    def _pick(_clicks, current):
+                  State(TOP_PERCENT, "value"), prevent_initial_call=True)
+    def _pick(_clicks, current, top_percent):
         clicked = bool(ctx.triggered and ctx.triggered[0]["value"])
-        return pick(session, ctx.triggered_id, clicked, current)
+        pair = pick(session, ctx.triggered_id, clicked, current)
+        if isinstance(pair, int):  # a new pair (checked): its vulnerability maps' forward passes start now
+            start_masks(session, pair, top_percent)
+        return pair

@@ -29,6 +29,7 @@ from advlens.app.neurons.state import (
     PAIR,
     RF_QUANTILE,
     TOP_PERCENT,
+    VIEWS_PAIR,
 )
 from advlens.errors import AdvlensError
 
@@ -240,8 +241,8 @@ def register(app: Dash, session: Session) -> None:
                  Input(RF_QUANTILE, "value"), Input(TOP_PERCENT, "value"), Input(BAND_KIND, "value"))(
         lambda pair, measure, neuron, quantile, top_percent, kind: draw(session, pair, measure, neuron, quantile,
                                                                         top_percent, kind))
-    app.callback(Output(PATHWAYS_LINK, "children"), Input(PAIR, "data"), Input(NEURON, "data"))(
+    app.callback(Output(PATHWAYS_LINK, "children"), Input(VIEWS_PAIR, "data"), Input(NEURON, "data"))(
         lambda pair, neuron: pathways_link(session, pair, neuron))
-    app.callback(Output(PAIR_LINKS, "children"), Input(PAIR, "data"))(lambda pair: pair_links(session, pair))
+    app.callback(Output(PAIR_LINKS, "children"), Input(VIEWS_PAIR, "data"))(lambda pair: pair_links(session, pair))
     app.callback(Output(NEURON, "data"), Input(GRAPH, "clickData"), State(NEURON, "data"),
                  prevent_initial_call=True)(lambda click_data, current: pick(session, click_data, current))

@@ -10,6 +10,7 @@ Clicking an RF opens the context images (see :mod:`advlens.app.context_view`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 
@@ -201,13 +202,18 @@ def draw_rfs(session: Session, pair, neuron, record, op, quantile, maps_pair) ->
 def start_masks(session: Session, pair: int, top_percent) -> threading.Thread | None:
     """Compute the pair's top-p% masks into the session's cache in a background thread (the maps callback, and
     the IoU measures, read them there; the cache makes a concurrent request wait for this computation instead of
-    repeating it). Nothing is started for a bad p: the maps callback reports it."""
+    repeating it). Nothing is started for a bad p: the maps callback reports it.
+
+    The thread runs at a lower scheduling priority (:func:`lower_thread_priority`), and so do the OpenMP threads
+    its forward passes start: they take the cores the views' callbacks (and a browser on the same machine) leave
+    idle, instead of sharing them equally."""
     try:
         percent = validate.number(20.0 if top_percent is None else top_percent, "top p%", 1, 100)
     except AdvlensError:
         return None
 
     def compute() -> None:
+        lower_thread_priority()
         try:
             session.vulnerability_masks(pair, percent)
         except Exception:  # noqa: BLE001 - the maps callback computes again and shows the error
@@ -215,6 +221,23 @@ def start_masks(session: Session, pair: int, top_percent) -> threading.Thread | 
     thread = threading.Thread(target=compute, name=f"advlens-masks-{pair}", daemon=True)
     thread.start()
     return thread
+
+
+BACKGROUND_NICENESS = 10
+"""How much :func:`lower_thread_priority` lowers a background computation's priority (Linux nice steps)."""
+
+
+def lower_thread_priority(steps: int = BACKGROUND_NICENESS) -> None:
+    """Lower the calling thread's scheduling priority by ``steps`` nice levels (Linux: the nice value is per
+    thread, and threads it starts later, e.g. OpenMP's, inherit it). A no-op where the platform has no per-thread
+    priority; a thread cannot raise its priority again, so call it only in a thread that ends with its work."""
+    if not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + steps))
+    except OSError:  # not permitted here: run at the normal priority
+        logger.debug("could not lower the priority of thread %s", threading.get_native_id(), exc_info=True)
 
 
 @guarded(lambda text: ("", "", common.message(text, "error")))

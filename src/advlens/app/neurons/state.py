@@ -10,6 +10,7 @@ Stores (ids only, never arrays):
   threshold, distance, linkage), ``{"pair": id, "quantile": level, "metric": name, "method": name,
   "nodes": [ids]}``, or ``None``;
 - ``classes``: the classes the Data Overview shows, ``{"rows": [ids], "cols": [ids]}``;
+- ``views pair``: the pair whose neuron views have arrived (see :data:`VIEWS_PAIR`);
 - ``badge request`` (inside the Neuron Vulnerability View): the pair and ranking options whose faithfulness
   badges to compute, ``{"pair": id, "options": {...}}``, or ``None``.
 
@@ -44,6 +45,11 @@ CLASSES = "classes-store"
 CONTEXT = "context-store"
 MAPS_DRAWN = "maps-drawn-store"
 """The pair whose bMap/aMap the Receptive Field View has drawn (the badges are computed after them)."""
+VIEWS_PAIR = "views-pair-store"
+"""The pair whose three neuron views the browser has received (set in the browser when the dendrogram of a new
+pair arrives, the slowest of the three). The page's secondary parts (the what-if panel, the links, the ranking
+badges' request, the URL) follow it instead of the pair itself, so that a new pair's views get the browser first:
+each callback costs the browser's Dash renderer time whether or not its output is in view."""
 BADGE_REQUEST = "badge-request-store"
 """The pair and ranking options whose faithfulness badges to compute (see :mod:`advlens.app.neurons.badges`)."""
 

@@ -24,9 +24,9 @@ from advlens.app.neurons.state import (
     EDIT_SOURCES,
     NEURON,
     NODES,
-    PAIR,
     RF_QUANTILE,
     TOP_PERCENT,
+    VIEWS_PAIR,
     default_k,
     edit_k,
 )
@@ -98,7 +98,7 @@ def layout(session: Session, mode: str = DEFAULT_EDIT, source: str = DEFAULT_EDI
 
 def register(app: Dash, session: Session) -> None:
     app.callback(Output(IDS.graph, "figure"), Output(IDS.summary, "children"),
-                 Input(PAIR, "data"), Input(IDS.mode, "value"), Input(SOURCE, "value"), Input(K, "value"),
+                 Input(VIEWS_PAIR, "data"), Input(IDS.mode, "value"), Input(SOURCE, "value"), Input(K, "value"),
                  Input(NEURON, "data"), Input(NODES, "data"), Input(RF_QUANTILE, "value"), Input(MEASURE, "value"),
                  Input(TOP_PERCENT, "value"), Input(BAND_KIND, "value"))(
         lambda pair, mode, source, k, neuron, record, quantile, measure, top_percent, kind: draw(
