@@ -10,7 +10,7 @@ row with its own ε and step size α = ε · ``alpha_ratio``). PGD starts at the
 start), so its first gradient is the same for every strength and is computed once per image; FGSM's one
 gradient likewise serves every strength. The gradients come from :func:`gradient_model`, a copy of the
 network with each batch norm folded into the convolution before it (traced with ``torch.fx``, eval mode)
-in channels-last memory layout: the same function, about 1.5× cheaper in CPU time. In float32 the results
+in channels-last memory layout on the CPU: the same function, about 1.5× cheaper in CPU time. In float32 the results
 equal those of :class:`advlens.attacks.PGD` (``random_start=False``) and :class:`advlens.attacks.FGSM` run
 strength by strength, up to floating-point rounding (which can flip the sign of a gradient that is almost zero).
 
