@@ -270,7 +270,6 @@ def test_pickers_refuse_ids_that_are_not_the_stores(session, pair):
                            {"rows": [99], "cols": [0]}, "true", None) is no_update
     assert overview.set_classes(session, [0, 99], [0], None) is no_update
     assert image_grid.turn_page(session, image_grid.NEXT, None, 7) is no_update
-    assert image_grid.highlight(session, -1, [{"pair": 0}]) is no_update
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -508,7 +507,6 @@ def test_grid_empty_states_and_paging(session):
     assert image_grid.turn_page(session, image_grid.NEXT, selection, 1) is no_update  # the last page
     assert image_grid.turn_page(session, image_grid.PREV, selection, 1) == 0
     assert image_grid.turn_page(session, image_grid.SORT, selection, 1) == 0
-    assert image_grid.highlight(session, 3, [{"pair": 2}, {"pair": 3}]) == ["pair-card", "pair-card selected"]
 
 
 # ------------------------------------------------------------------------------------------------ neuron view
@@ -963,7 +961,7 @@ def test_layout_holds_the_shell_and_the_page_holds_the_five_views_and_id_only_st
 def test_every_callback_goes_through_the_error_handler():
     """Each callback of the Neurons page and the shell is a guarded plain function (or refuses by itself)."""
     guarded = [overview.set_classes, overview.draw_scatter, overview.draw_matrix, overview.select, image_grid.turn_page,
-               image_grid.draw_grid, image_grid.highlight, image_grid.pick, neuron_view.draw, neuron_view.pick,
+               image_grid.draw_grid, image_grid.pick, neuron_view.draw, neuron_view.pick,
                receptive_field.draw_rfs, receptive_field.draw_maps, cluster_view.draw, cluster_view.pick,
                context_view.draw, url_query, shell.route]
     assert all(hasattr(f, "on_error") for f in guarded)

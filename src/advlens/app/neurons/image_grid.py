@@ -134,11 +134,11 @@ def draw_grid(session: Session, selection, order, page, pair) -> tuple:
     return cards, text, caption, page <= 0, page >= page_count(total) - 1
 
 
-@guarded(lambda text: no_update)
-def highlight(session: Session, pair, card_ids: list) -> list[str]:
-    """The cards' classes: the selected pair's card marked."""
-    pair = validate.pair_id(session, pair)
-    return ["pair-card selected" if card["pair"] == pair else "pair-card" for card in card_ids]
+HIGHLIGHT_SCRIPT = """function (pair, ids) {
+    return ids.map(id => id.pair === pair ? "pair-card selected" : "pair-card");
+}"""
+"""The cards' classes, the selected pair's card marked: run in the browser (a pick's first feedback, and no request
+to the server while the views are drawn; the pair comes from the page's pair store, which the server checked)."""
 
 
 @guarded(lambda text: no_update)
@@ -161,9 +161,8 @@ def register(app: Dash, session: Session) -> None:
                  Input(SELECTION, "data"), Input(SORT, "value"), Input(PAGE, "data"), State(PAIR, "data"))(
         lambda selection, order, page, pair: draw_grid(session, selection, order, page, pair))
 
-    @app.callback(Output({"type": CARD, "pair": ALL}, "className"), Input(PAIR, "data"))
-    def _highlight(pair):
-        return highlight(session, pair, [o["id"] for o in ctx.outputs_list])
+    app.clientside_callback(HIGHLIGHT_SCRIPT, Output({"type": CARD, "pair": ALL}, "className"), Input(PAIR, "data"),
+                            State({"type": CARD, "pair": ALL}, "id"))
 
     @app.callback(Output(PAIR, "data"), Input({"type": CARD, "pair": ALL}, "n_clicks"), State(PAIR, "data"),
                   State(TOP_PERCENT, "value"), prevent_initial_call=True)
