@@ -211,12 +211,12 @@ def dendrogram_figure(session: Session, pair: int | None, neuron: int | None = N
     return figure(traces, {
         "title": {"text": f"pair {pair}: {geo.n_neurons} neurons{chosen}", "x": 0.01, "y": 0.985,
                   "font": {"size": 12}},
-        "margin": {"l": 44, "r": 30, "t": 30, "b": 8}, "modebar": {"orientation": "v"}, "plot_bgcolor": "white",
+        "margin": {"l": 58, "r": 30, "t": 30, "b": 8}, "modebar": {"orientation": "v"}, "plot_bgcolor": "white",
         "dragmode": "zoom", "hovermode": "closest", "shapes": shapes,
         "xaxis": {"visible": False, "range": [-1, geo.n_neurons]},
         "yaxis": {"title": {"text": f"{METRIC_LABELS[metric]} · {METHOD_LABELS[method]} linkage",
                             "font": {"size": 10}}, "tickfont": {"size": 9},
-                  "gridcolor": "#f0f0f0", "zeroline": False, "automargin": True,
+                  "gridcolor": "#f0f0f0", "zeroline": False,
                   "range": [-0.08 * max(top, 1e-6), 1.04 * max(top, 1e-6)]},
         "uirevision": f"{pair}-{quantile}-{metric}-{method}",
     })

@@ -136,14 +136,14 @@ def neuron_figure(session: Session, pair: int | None, measure: str = "band_gap",
          "args": [{"xaxis2.range": [max(0, count - ZOOM_WINDOW) - 0.5, count - 0.5]}]},
     ]
     x_axis = {"type": "category", "showgrid": False, "tickfont": {"size": 9},
-              "unifiedhovertitle": {"text": "neuron %{x}"}, "domain": [0, 1], "automargin": True}
+              "unifiedhovertitle": {"text": "neuron %{x}"}, "domain": [0, 1]}
     y_axis = {"fixedrange": True, "zeroline": True, "zerolinecolor": "#ccc", "gridcolor": "#f0f0f0",
-              "tickfont": {"size": 9}, "automargin": True}
+              "tickfont": {"size": 9}}
     layout = {
         "title": {"text": f"pair {pair}: {b_name} → {a_name} · {count} neurons by {MEASURE_LABELS[measure]} · "
                           f"bands: {band_label(session, kind)}",
                   "x": 0.01, "y": 0.985, "font": {"size": 12}},
-        "margin": {"l": 48, "r": 30, "t": 52, "b": 8}, "modebar": {"orientation": "v"}, "hovermode": "x unified",
+        "margin": {"l": 58, "r": 30, "t": 52, "b": 52}, "modebar": {"orientation": "v"}, "hovermode": "x unified",
         "dragmode": "zoom", "plot_bgcolor": "white", "shapes": shapes,
         "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom",
                    "font": {"size": 10}},
