@@ -10,6 +10,13 @@ one after another (each new to the server's cache) and records, from the click e
 - ``all views``: the later of the three (the number to quote);
 - ``maps``: the bMap/aMap overlays arrived too (Alg. 1 forward passes, the slow part on a CPU).
 
+With ``--hover S`` the pointer rests on each card for S seconds before the click, as a person's does; the app
+starts a pair's maps once the pointer has rested on its card for 150 ms, so part of their forward passes is done
+before the click. The times are still counted from the click.
+
+Page load is measured twice, until the page is idle: a first visit (a new browser, nothing cached: loading and
+compiling plotly.js is about 1.2 s of it on 2 cores) and a reload of the same page (scripts from the cache).
+
 With ``--trace``, the time is split three ways, each in seconds after the page was opened (or after
 the click): every Dash callback request the server answered, with its start and end on the server and
 the size of its response (server time, payload); when its response had arrived in the browser
@@ -263,6 +270,9 @@ def main() -> None:
     parser.add_argument("--cell", type=int, nargs=2, metavar=("TRUE", "ADV"), help="matrix cell (default: fullest)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--screenshots", type=Path, help="folder for a screenshot after each pick")
+    parser.add_argument("--hover", type=float, default=0.0, metavar="SECONDS",
+                        help="rest the pointer on each card this long before clicking it (default 0: Playwright "
+                             "moves and clicks at once; a person's pointer rests a few hundred ms)")
     parser.add_argument("--timeline", action="store_true",
                         help="record Chrome's timeline during each pick and sum the renderer's main-thread work by kind")
     parser.add_argument("--profile", action="store_true",
@@ -317,6 +327,13 @@ def main() -> None:
                   f"load {nav['loadEventEnd'] / 1000:.2f} s")
             trace.show(trace.take(), start)
             browser_trace.show(start, 0.0)
+        # the same page again, as a reload: scripts from the browser's cache (and V8's code cache for them)
+        start = time.perf_counter()
+        page.reload()
+        warm_load = wait_quiet(page) - start
+        print(f"page reload until idle (scripts cached): {warm_load:.2f} s", flush=True)
+        if trace:
+            trace.take()
         click_matrix_cell(page, cell[0], cell[1], session.num_classes, session.num_classes)
         wait_idle(page)
         cards = page.locator(".pair-card")
@@ -333,6 +350,9 @@ def main() -> None:
             if trace:
                 trace.take()
                 browser_trace.take()
+            if args.hover:  # a person's pointer rests on the card before the click (the server may start early)
+                cards.nth(k).hover()
+                time.sleep(args.hover)
             if profiler:
                 profiler.send("Profiler.start")
             if args.timeline:
@@ -356,7 +376,7 @@ def main() -> None:
             if args.screenshots:
                 page.screenshot(path=str(args.screenshots / f"pick_{k:02d}_pair_{ids[k]}.png"))
         browser.close()
-    print(f" page load: {page_load:.2f} s")
+    print(f" page load: {page_load:.2f} s (a first visit), {warm_load:.2f} s (a reload, scripts cached)")
     scratch.cleanup()
     for key in ("neuron", "dendrogram", "rfs", "all views", "maps", "idle"):
         values = [r[key] / 1000 for r in results]

@@ -306,3 +306,28 @@ def test_pages_deep_links_and_the_url(page, session, server):
     wait_idle(page)
     assert "No such page" in page.locator(".page").inner_text()
     assert page.problems == []
+
+
+def test_a_card_the_pointer_rests_on_starts_its_maps_before_the_click(page, session, server, monkeypatch):
+    """Resting the pointer on an Image Grid card (``assets/pair_hover.js``) makes the server start that pair's
+    vulnerability maps; the card is not selected by it."""
+    from advlens.app.neurons import image_grid
+
+    started = []
+    original = image_grid.start_masks
+
+    def recording(session_, pair, top_percent, done=None):
+        started.append(pair)
+        return original(session_, pair, top_percent, done=done)
+    monkeypatch.setattr(image_grid, "start_masks", recording)
+    true_label, adv_label = case_cell(session)
+    page.goto(f"{server.url}/neurons?true={true_label}&adv={adv_label}")
+    wait_idle(page, timeout=120)
+    card = page.locator(".pair-card").nth(1)
+    pair = int(re.search(r'"pair":(\d+)', card.get_attribute("id")).group(1))
+    card.hover()
+    page.wait_for_timeout(400)  # the script waits 150 ms of rest; then one request
+    wait_idle(page)
+    assert started == [pair]
+    assert page.locator(".pair-card.selected").count() == 0
+    assert page.problems == []

@@ -93,3 +93,34 @@ def test_the_masks_thread_fills_the_cache_the_maps_callback_reads(tmp_path_facto
         handle.remove()
     assert counted == []  # the maps callback found the masks computed
     assert receptive_field.start_masks(session, 0, "x") is None  # a bad p starts nothing
+
+
+def test_a_hovered_pair_is_checked_and_started_one_at_a_time(tmp_path_factory):
+    from advlens.app.neurons import image_grid
+
+    root, model = tiny_store(tmp_path_factory)
+    session = Session(root, model=model, device="cpu")
+    slot = threading.Lock()
+    assert image_grid.prefetch_hovered(session, -1, 20.0, slot) is None  # an id the store does not hold
+    assert image_grid.prefetch_hovered(session, "1; drop", 20.0, slot) is None
+    assert not slot.locked()
+    slot.acquire()  # a hovered pair still computing: the next one waits its turn (nothing started)
+    assert image_grid.prefetch_hovered(session, 1, 20.0, slot) is None
+    slot.release()
+    thread = image_grid.prefetch_hovered(session, 1, 20.0, slot)
+    thread.join()
+    assert not slot.locked()  # released when the computation ended
+    counted = []
+    handle = session.substitution_model.net.register_forward_hook(lambda *args: counted.append(1))
+    try:
+        receptive_field.draw_maps(session, 1, 20.0)  # the click's maps: computed already
+    finally:
+        handle.remove()
+    assert counted == []
+
+
+def test_the_hover_store_has_a_server_callback_without_outputs(app):
+    from advlens.app.neurons import image_grid
+
+    hover = [c for c in app._callback_list if any(i["id"] == image_grid.HOVER for i in c["inputs"])]
+    assert len(hover) == 1 and hover[0]["no_output"]

@@ -3,11 +3,13 @@
 Each image's border has its predicted label's colour and the bar above it the predicted probability;
 below the pair: the L2 perturbation and the two probabilities. Four orders; one page of
 :data:`PAGE_SIZE` pairs at a time (images come from the ``/pair-image`` route, a page at a time).
-Clicking a pair selects it.
+Clicking a pair selects it. A pair whose card the pointer rests on (150 ms, ``assets/pair_hover.js``) has its
+vulnerability maps started on the server before the click (:func:`prefetch_hovered`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
@@ -30,6 +32,8 @@ PAGER = "grid-pager"
 BODY = "grid-body"
 CAPTION = "grid-caption"
 CARD = "pair-card"
+HOVER = "hover-pair-store"
+"""The pair whose card the pointer rests on (set in the browser by ``assets/pair_hover.js``)."""
 
 SORT_LABELS = {
     "perturbation_asc": "perturbation (L2), smallest first",
@@ -101,7 +105,7 @@ def layout(session: Session, sort: str = DEFAULT_SORT, page: int = 0) -> html.Se
         *common.pager(PREV, PAGER, NEXT),
     ]
     return common.panel("Image Grid", [
-        dcc.Store(id=PAGE, data=page),
+        dcc.Store(id=PAGE, data=page), dcc.Store(id=HOVER, data=None),
         html.Div(id=CAPTION, className="summary"),
         dcc.Loading(html.Div(id=BODY, className="grid-body"), delay_show=common.LOADING_DELAY_MS,
                     parent_className="grid-scroll"),
@@ -150,7 +154,24 @@ def pick(session: Session, trigger, clicked: bool, current) -> int:
     return no_update if pair == current else pair
 
 
+@guarded(lambda text: None)
+def prefetch_hovered(session: Session, pair, top_percent, slot: threading.Lock) -> threading.Thread | None:
+    """Start the masks of the pair whose card the pointer rests on, as a click would (:func:`start_masks`), so
+    that they are computed or under way when the pair is clicked. One at a time (``slot``): a pointer crossing the
+    grid does not start a computation per card it passes. Returns the thread, or None when nothing was started."""
+    pair = validate.pair_id(session, pair)
+    if pair is None or not slot.acquire(blocking=False):
+        return None
+    thread = start_masks(session, pair, top_percent, done=slot.release)
+    if thread is None:
+        slot.release()
+    return thread
+
+
 def register(app: Dash, session: Session) -> None:
+    slot = threading.Lock()
+    app.callback(Input(HOVER, "data"), State(TOP_PERCENT, "value"), prevent_initial_call=True)(
+        lambda pair, top_percent: prefetch_hovered(session, pair, top_percent, slot) and None)
     @app.callback(Output(PAGE, "data"), Input(PREV, "n_clicks"), Input(NEXT, "n_clicks"),
                   Input(SELECTION, "data"), Input(SORT, "value"), State(PAGE, "data"), prevent_initial_call=True)
     def _turn_page(_prev, _next, selection, _order, page):

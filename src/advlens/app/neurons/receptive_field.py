@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from dash import Dash, Input, Output, State, dcc, html, no_update
@@ -199,14 +199,15 @@ def draw_rfs(session: Session, pair, neuron, record, op, quantile, maps_pair) ->
             out["benign_title"], out["adversarial_title"], out["caption"], maps)
 
 
-def start_masks(session: Session, pair: int, top_percent) -> threading.Thread | None:
+def start_masks(session: Session, pair: int, top_percent,
+                done: Callable[[], None] | None = None) -> threading.Thread | None:
     """Compute the pair's top-p% masks into the session's cache in a background thread (the maps callback, and
     the IoU measures, read them there; the cache makes a concurrent request wait for this computation instead of
     repeating it). Nothing is started for a bad p: the maps callback reports it.
 
     The thread runs at a lower scheduling priority (:func:`lower_thread_priority`), and so do the OpenMP threads
     its forward passes start: they take the cores the views' callbacks (and a browser on the same machine) leave
-    idle, instead of sharing them equally."""
+    idle, instead of sharing them equally. ``done`` is called in the thread when it ends."""
     try:
         percent = validate.number(20.0 if top_percent is None else top_percent, "top p%", 1, 100)
     except AdvlensError:
@@ -218,6 +219,9 @@ def start_masks(session: Session, pair: int, top_percent) -> threading.Thread | 
             session.vulnerability_masks(pair, percent)
         except Exception:  # noqa: BLE001 - the maps callback computes again and shows the error
             logger.debug("vulnerability masks of pair %s ahead of the maps callback failed", pair, exc_info=True)
+        finally:
+            if done is not None:
+                done()
     thread = threading.Thread(target=compute, name=f"advlens-masks-{pair}", daemon=True)
     thread.start()
     return thread
