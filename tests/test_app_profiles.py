@@ -102,6 +102,26 @@ def test_histogram_mode_stacks_one_bar_trace_per_class(session, runner):
     assert len(prints) == len(bars) and all(t["xaxis"] == "x2" and t["yaxis"] == "y" for t in prints)
 
 
+@pytest.mark.parametrize("crowded", [0, 99])
+def test_histogram_headers_name_each_class_whole_on_hover_and_slant_when_crowded(session, runner, monkeypatch,
+                                                                                  crowded):
+    from advlens.app.profiles import flow_figure
+
+    monkeypatch.setattr(flow_figure, "SLANTED_HEADERS", crowded)
+    long_names = [f"a rather long class name {c}" if c % 2 else f"c{c}" for c in range(len(session.class_names))]
+    monkeypatch.setattr(type(session), "class_names", property(lambda self: long_names))
+    figure = draw_flow(session, runner, mode="histograms", colour="true")[0]
+    classes = np.unique(session.profiles_background().labels)
+    names = [long_names[c] for c in classes]
+    headers = [a for a in figure["layout"]["annotations"] if a.get("xref") == "x2"]
+    assert [a["hovertext"] for a in headers] == names
+    for header, name in zip(headers, names):  # cut to 12 characters, a cut marked by an ellipsis
+        assert header["text"] == (name if len(name) <= 12 else name[:11] + "…")
+    slanted = len(classes) > crowded
+    assert all(a["textangle"] == (-60 if slanted else 0) for a in headers)
+    assert figure["layout"]["margin"]["t"] == (80 if slanted else 34)
+
+
 def test_clicking_an_axis_opens_its_layer_and_a_gap_drills_down_as_a_job(session, runner):
     layers, axis, unit, _, _ = flow.clicked(session, runner, {"points": [{"customdata": ["axis", 1]}]}, LAYERS)
     assert axis == "3" and unit is None

@@ -134,12 +134,24 @@ def _group_lines(flow: FlowData, group: np.ndarray) -> list[dict]:
              "yaxis": "y"}]
 
 
+HEADER_CHARACTERS = 12
+"""Class names above the profile histograms are cut to this many characters (the whole name shows on hover)."""
+SLANTED_HEADERS = 5
+"""Above this many classes the histograms' headers are slanted (-60°): their columns are narrower than a name."""
+
+
+def header_text(name: str, limit: int = HEADER_CHARACTERS) -> str:
+    """``name`` cut to ``limit`` characters, an ellipsis marking a cut."""
+    return name if len(name) <= limit else name[:limit - 1] + "…"
+
+
 def _fingerprints(flow: FlowData, names: list[str]) -> tuple[list[dict], list[dict], dict]:
     hist = flow.histograms
     centres = ((hist.edges[:-1] + hist.edges[1:]) / 2).tolist()
     count = len(flow.layers)
     top = float(flow.fingerprints.max()) or 1.0
     traces, annotations = [], []
+    slanted = len(hist.classes) > SLANTED_HEADERS
     for k, label in enumerate(hist.classes.tolist()):
         offset = k * (count + 1)
         traces.append({"type": "heatmap", "z": flow.fingerprints[k].tolist(), "x": [offset + i for i in range(count)],
@@ -147,8 +159,9 @@ def _fingerprints(flow: FlowData, names: list[str]) -> tuple[list[dict], list[di
                        "customdata": [list(flow.layers) for _ in centres],
                        "hovertemplate": f"{names[label]} · %{{customdata}}: %{{z:.1%}} of its images<extra></extra>"})
         annotations.append({"x": offset + (count - 1) / 2, "y": 1.0, "xref": "x2", "yref": "paper",
-                            "text": names[label][:10], "showarrow": False, "yanchor": "bottom",
-                            "font": {"size": 10, "color": class_color(label)}})
+                            "text": header_text(names[label]), "hovertext": names[label], "showarrow": False,
+                            "yanchor": "bottom", "xanchor": "left" if slanted else "center",
+                            "textangle": -60 if slanted else 0, "font": {"size": 10, "color": class_color(label)}})
     coloraxis = {"colorscale": INFERNO, "cmin": 0.0, "cmax": top,
                  "colorbar": {"title": {"text": "share", "side": "right"}, "thickness": 10, "len": 0.6,
                               "tickformat": ".0%", "x": 1.01}}
@@ -175,7 +188,8 @@ def flow_figure(flow: FlowData, names: list[str], pair_text: str, group: np.ndar
                             "font": {"color": "#ffffff", "size": 12}, "borderpad": 3})
     low, high = flow.value_range
     return figure(data, {
-        "height": HEIGHT, "margin": {"l": 20, "r": 60, "t": 34, "b": 70}, "plot_bgcolor": "#ffffff",
+        "height": HEIGHT, "margin": {"l": 20, "r": 60, "t": 80 if len(flow.histograms.classes) > SLANTED_HEADERS
+                                     else 34, "b": 70}, "plot_bgcolor": "#ffffff",
         "paper_bgcolor": "#ffffff", "barmode": "overlay", "bargap": 0, "hovermode": "closest",
         "dragmode": "select", "clickmode": "event", "showlegend": True, "uirevision": "flow",
         "legend": {"orientation": "h", "y": -0.14, "x": 0, "font": {"size": 11}, "itemclick": False,
