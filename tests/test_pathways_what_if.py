@@ -14,7 +14,7 @@ from conftest import tiny_dataset
 from advlens.analysis import Session
 from advlens.analysis.core import SelectionError
 from advlens.analysis.pathways_build import influence_sets
-from advlens.analysis.pathways_what_if import PathwaysWhatIfAnalysis, attacked_set, edit_pathway
+from advlens.analysis.pathways_what_if import attacked_set, edit_pathway
 from advlens.errors import ConfigError, StoreError
 from advlens.faithfulness.what_if import EDIT_MODES
 from advlens.store import open_store
@@ -26,13 +26,6 @@ ORIGINAL, TARGET = 0, 2
 PINNED = [("3", 4), ("1", 0), ("3", 1)]
 
 
-def session_class():
-    """The Session with the pathways what-if mixed in (the lead mixes it into Session; until then, here)."""
-    from advlens.analysis import Session as Base
-    return Base if issubclass(Base, PathwaysWhatIfAnalysis) else type("WhatIfSession", (PathwaysWhatIfAnalysis, Base),
-                                                                      {})
-
-
 @pytest.fixture(scope="module")
 def store_and_model(tmp_path_factory):
     return tiny_pathways_store(tmp_path_factory)
@@ -41,7 +34,7 @@ def store_and_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def session(store_and_model):
     path, model = store_and_model
-    return session_class()(path, model=model)
+    return Session(path, model=model)
 
 
 @pytest.fixture(scope="module")
@@ -206,14 +199,14 @@ def test_a_store_without_the_sweep_names_the_command(tmp_path_factory):
     from app_fixtures import tiny_core_store
     path, model = tiny_core_store(tmp_path_factory)
     with pytest.raises(StoreError, match="advlens prepare"):
-        session_class()(path, model=model).edit_pathway(0, 2, "pgd", 0.1, [("3", 0)])
+        Session(path, model=model).edit_pathway(0, 2, "pgd", 0.1, [("3", 0)])
 
 
 def test_the_layers_a_set_lacks_are_recorded_in_one_pass(store_and_model, stored):
     """A fresh session: pins at two layers cost one recording pass (both images) and one edit pass; another mode one
     pass; a pin at no new layer one pass. Counted by the test's own hook on the first convolution."""
     path, model = store_and_model
-    fresh = session_class()(path, model=model)
+    fresh = Session(path, model=model)
     eps = stored[1]["eps"][2]
     rows: list[int] = []
     handle = model.net[0].register_forward_pre_hook(lambda m, args: rows.append(len(args[0])))
