@@ -145,13 +145,12 @@ def header_text(name: str, limit: int = HEADER_CHARACTERS) -> str:
     return name if len(name) <= limit else name[:limit - 1] + "…"
 
 
-def _fingerprints(flow: FlowData, names: list[str]) -> tuple[list[dict], list[dict], dict]:
+def _fingerprints(flow: FlowData, names: list[str], slanted: bool) -> tuple[list[dict], list[dict], dict]:
     hist = flow.histograms
     centres = ((hist.edges[:-1] + hist.edges[1:]) / 2).tolist()
     count = len(flow.layers)
     top = float(flow.fingerprints.max()) or 1.0
     traces, annotations = [], []
-    slanted = len(hist.classes) > SLANTED_HEADERS
     for k, label in enumerate(hist.classes.tolist()):
         offset = k * (count + 1)
         traces.append({"type": "heatmap", "z": flow.fingerprints[k].tolist(), "x": [offset + i for i in range(count)],
@@ -174,7 +173,8 @@ def flow_figure(flow: FlowData, names: list[str], pair_text: str, group: np.ndar
     data = (_background_lines(flow, names) if flow.lines is not None
             else _histogram_bars(flow, names, legend=True))
     data += _group_lines(flow, group) + _foreground(flow, names, pair_text) + _targets(flow)
-    prints, annotations, coloraxis = _fingerprints(flow, names)
+    slanted = len(flow.histograms.classes) > SLANTED_HEADERS
+    prints, annotations, coloraxis = _fingerprints(flow, names, slanted)
     data += prints
     shapes = [{"type": "line", "xref": "x", "yref": "paper", "x0": i, "x1": i, "y0": 0, "y1": 1,
                "line": {"color": "#6b7280", "width": 1.2}, "layer": "below"} for i in range(count)]
@@ -188,8 +188,7 @@ def flow_figure(flow: FlowData, names: list[str], pair_text: str, group: np.ndar
                             "font": {"color": "#ffffff", "size": 12}, "borderpad": 3})
     low, high = flow.value_range
     return figure(data, {
-        "height": HEIGHT, "margin": {"l": 20, "r": 60, "t": 80 if len(flow.histograms.classes) > SLANTED_HEADERS
-                                     else 34, "b": 70}, "plot_bgcolor": "#ffffff",
+        "height": HEIGHT, "margin": {"l": 20, "r": 60, "t": 80 if slanted else 34, "b": 70}, "plot_bgcolor": "#ffffff",
         "paper_bgcolor": "#ffffff", "barmode": "overlay", "bargap": 0, "hovermode": "closest",
         "dragmode": "select", "clickmode": "event", "showlegend": True, "uirevision": "flow",
         "legend": {"orientation": "h", "y": -0.14, "x": 0, "font": {"size": 11}, "itemclick": False,
