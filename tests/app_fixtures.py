@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import pytest
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -183,6 +187,22 @@ def launch_browser(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+@contextmanager
+def served_page(session, **context) -> Iterator[tuple[ServerThread, object]]:
+    """The session's app served on a free loopback port and a :func:`recording_page` of a new browser (``context``:
+    more browser-context options, e.g. ``accept_downloads=True``); both closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    from advlens.app import create_app
+
+    with ServerThread(create_app(session)) as server, sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        try:
+            yield server, recording_page(browser.new_context(viewport=VIEWPORT, **context))
+        finally:
+            browser.close()
+
+
 SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
 VIEWPORT = {"width": 1680, "height": 1000}
 
@@ -298,3 +318,18 @@ def webgl_trace_count(page, graph_id: str) -> int:
             if (!gd || !gd._fullData || !gd.querySelector('canvas.gl-canvas-context')) return 0;
             return gd._fullData.filter(t => t.type === 'scattergl' && t.visible !== false).length;
         }""", graph_id)
+
+
+def url_params(page) -> dict[str, str]:
+    """The page URL's query parameters, the last value of each."""
+    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+
+def drawn_bars(page, graph_id: str) -> dict[str, np.ndarray]:
+    """A what-if graph's bar series as Plotly drew them, by their first word (original … / edited)."""
+    drawn = page.evaluate("""(id) => {
+        const gd = document.querySelector(`#${id} .js-plotly-plot`);
+        return Object.fromEntries((gd && gd.data || []).map(t => [t.name, Array.from(t.y)]));
+    }""", graph_id)
+    return {("edited" if name.startswith("edited") else name.split(" (")[0]): np.asarray(y, dtype=np.float64)
+            for name, y in drawn.items()}

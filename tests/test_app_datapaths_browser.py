@@ -12,28 +12,14 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
-from app_fixtures import (
-    VIEWPORT,
-    ServerThread,
-    click_plot_point,
-    launch_browser,
-    recording_page,
-    shot,
-    small_store_path,
-    wait_idle,
-)
+from app_fixtures import click_plot_point, served_page, shot, small_store_path, url_params, wait_idle
 
 pytestmark = pytest.mark.slow  # the 200-image demo store and one pair's datapaths (minutes on 2 cores)
 
 RIVER, TREEMAP, MAPS = "dp-river", "dp-treemap", "dp-maps"
-
-
-def query(page) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
 
 
 def figure_data(page, graph_id: str) -> list[dict]:
@@ -98,7 +84,7 @@ def walk_datapaths(page, base: str, session, pair: int, other: int, name: str = 
         labels = page.evaluate(f"document.querySelector('#{RIVER} .js-plotly-plot')._fullLayout.xaxis.ticktext")
     click_plot_point(page, RIVER, columns[labels.index(layer)], 0.0)
     wait_idle(page, timeout=120)
-    assert query(page)["layer"] == layer
+    assert url_params(page)["layer"] == layer
     page.wait_for_function("(id) => document.querySelectorAll(`#${id} .scatterlayer .trace`).length >= 2",
                            arg=TREEMAP, timeout=60_000)
     assert "activation difference" in page.locator("#dp-treemap-caption").inner_text()
@@ -116,7 +102,7 @@ def walk_datapaths(page, base: str, session, pair: int, other: int, name: str = 
     click_map(page, top)
     wait_idle(page, timeout=120)
     latency = time.perf_counter() - started
-    assert query(page)["map"] == str(top)
+    assert url_params(page)["map"] == str(top)
     assert page.locator(f"#{MAPS} .hm, #{MAPS} .heatmaplayer image, #{MAPS} image").count() >= 3
     assert page.locator(".dp-example-img").count() >= 4
     shot(page, f"{name}-3-neuron", full_page=True)
@@ -133,7 +119,7 @@ def walk_datapaths(page, base: str, session, pair: int, other: int, name: str = 
     assert source, "an earlier layer is offered"
     page.locator("#dp-trace-run").click()
     wait_idle(page, timeout=600)
-    assert query(page)["layer"] == source and query(page).get("encoding") == "contribution"
+    assert url_params(page)["layer"] == source and url_params(page).get("encoding") == "contribution"
     page.wait_for_function("(id) => document.querySelectorAll(`#${id} .scatterlayer .trace`).length >= 2",
                            arg=TREEMAP, timeout=60_000)
     assert any(t["fillpattern"] == "." for t in figure_data(page, TREEMAP)), "dotted fill"
@@ -144,7 +130,7 @@ def walk_datapaths(page, base: str, session, pair: int, other: int, name: str = 
     contributor = int(json.loads(first.get_attribute("id"))["map"])
     first.click()
     wait_idle(page, timeout=120)
-    assert query(page)["map"] == str(contributor)
+    assert url_params(page)["map"] == str(contributor)
     chain = page.locator("#dp-crumbs").inner_text()
     assert f"{layer} · map {top} (AOI)" in chain and f"{source} · map {contributor}" in chain, chain
     assert "AOI:" in page.locator("#dp-neuron-caption").inner_text()  # the AOI is kept on the earlier layer
@@ -171,20 +157,11 @@ def session(tmp_path_factory):
 
 
 def test_datapaths_page_walk(session):
-    import playwright.sync_api as playwright_api
-
-    from advlens.app import create_app
-
     examples = session.datapath_examples()
     pair, other = (int(p) for p in examples.medium(2))
     session.pair_datapaths(pair)  # computed here: the walk then reads it from the store
     if session.stored_pair_datapaths(other) is not None:
         pytest.fail(f"pair {other} should not be stored yet: the walk checks the job path on it")
-    with ServerThread(create_app(session)) as server, playwright_api.sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        try:
-            page = recording_page(browser.new_context(viewport=VIEWPORT))
-            latencies = walk_datapaths(page, server.url, session, pair, other)
-            print(latencies)
-        finally:
-            browser.close()
+    with served_page(session) as (server, page):
+        latencies = walk_datapaths(page, server.url, session, pair, other)
+        print(latencies)

@@ -8,11 +8,20 @@ selection; no console errors. A screenshot per step goes to ``tests/artifacts/sc
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import pytest
 
-from app_fixtures import VIEWPORT, ServerThread, click_plot_point, launch_browser, recording_page, small_store_path, wait_idle
+from app_fixtures import (
+    VIEWPORT,
+    ServerThread,
+    click_plot_point,
+    launch_browser,
+    recording_page,
+    small_store_path,
+    url_params,
+    wait_idle,
+)
 from app_fixtures import shot as app_shot
 from advlens.app.urls import SHARED_KEYS
 
@@ -48,10 +57,6 @@ def page(session, server):
 
 def shot(page, name: str) -> Path:
     return app_shot(page, name, full_page=True)  # the Model page scrolls: keep all of it
-
-
-def query(page) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
 
 
 def images_loaded(page, selector: str, timeout_ms: int = 30_000) -> list[bool]:
@@ -114,8 +119,8 @@ def test_model_page_walk(page, session, server):
     assert all(images_loaded(page, ".tile-img"))
     # the navigation carried the other pages' selection every page understands (the Pathways page's class pair, the
     # Profiles and Datapaths pages' pair) and nothing else: the query is the Model page's layer plus those keys
-    carried = {k: v for k, v in query(page).items() if k in SHARED_KEYS}
-    assert query(page) == {"layer": layer, **carried}
+    carried = {k: v for k, v in url_params(page).items() if k in SHARED_KEYS}
+    assert url_params(page) == {"layer": layer, **carried}
     page.locator(".channel-tile", has_text="12").first.click()
     wait_idle(page, timeout=120)
     assert page.locator(".channel-tile.selected .tile-label").inner_text() == "12"
@@ -126,7 +131,7 @@ def test_model_page_walk(page, session, server):
     values = page.locator(".example-value").all_inner_texts()
     assert [float(v) for v in values] == pytest.approx(examples.values.tolist(), rel=1e-2)
     assert page.locator(".stats-table tbody tr").count() == 2
-    assert query(page) == {"layer": layer, "channel": "12", **carried}
+    assert url_params(page) == {"layer": layer, "channel": "12", **carried}
     shot(page, "31_gallery_and_examples")
 
     # 3. a deep link opens the analysed layer's channel on its gallery page, with the selection; the channel
@@ -147,7 +152,7 @@ def test_model_page_walk(page, session, server):
     shot(page, "32_deep_link_analysed_layer")
     neuron_link.click()
     wait_idle(page, timeout=120)
-    assert urlparse(page.url).path == "/neurons" and query(page)["neuron"] == "130"
+    assert urlparse(page.url).path == "/neurons" and url_params(page)["neuron"] == "130"
     assert page.locator(".nav-link", has_text="Model").get_attribute("href") == "/model?neuron=130"
     page.locator(".nav-link", has_text="Model").click()  # the neuron comes back as the analysed layer's channel
     wait_idle(page, timeout=120)
@@ -164,10 +169,10 @@ def test_model_page_walk(page, session, server):
     assert page.locator(".selection-chip").all_inner_texts() == ["1 layer2.conv1"]
     shot(page, "33_non_sequential_refused")
     click_layer(page, session, "layer3")
-    assert query(page)["layers"] == "layer2.conv1,layer3"
+    assert url_params(page)["layers"] == "layer2.conv1,layer3"
     page.wait_for_timeout(400)  # not a double click (Plotly's threshold is 300 ms)
     click_layer(page, session, "layer3")  # a second click removes it
-    assert query(page)["layers"] == "layer2.conv1"
+    assert url_params(page)["layers"] == "layer2.conv1"
     page.locator("button", has_text="block outputs").click()
     wait_idle(page, timeout=120)
     assert page.locator(".selection-chip").count() == len(graph.block_outputs()) == 4
@@ -177,7 +182,7 @@ def test_model_page_walk(page, session, server):
     page.locator("button", has_text="activation layers").click()
     wait_idle(page, timeout=120)
     assert page.locator(".selection-chip").count() == len(graph.activation_layers()) == 9
-    assert query(page)["layers"] == ",".join(graph.activation_layers())
+    assert url_params(page)["layers"] == ",".join(graph.activation_layers())
     shot(page, "34_activation_layers_selected")
 
     # 5. an invalid link says what is wrong and opens without it

@@ -8,18 +8,14 @@ console errors. A screenshot per step goes to ``tests/artifacts/screenshots/`` (
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import pytest
-from app_fixtures import VIEWPORT, ServerThread, launch_browser, recording_page, shot, small_store_path, wait_idle
+from app_fixtures import served_page, shot, small_store_path, url_params, wait_idle
 
 pytestmark = pytest.mark.slow  # builds the 200-image demo store with its features and sweep stages (minutes)
 
 GRAPH = "pathways-graph"
-
-
-def query(page) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
 
 
 def node_point(page, layer: str, channel: int) -> tuple[float, float]:
@@ -71,7 +67,8 @@ def walk_pathways(page, base: str, session, name: str = "pathways") -> None:
     page.add_init_script("performance.setResourceTimingBufferSize(100000)")  # room for every node image
     page.goto(f"{base}/pathways")
     wait_idle(page, timeout=300)
-    assert query(page)["true"] == str(original) and query(page)["adv"] == str(target)  # the most attacked pair
+    params = url_params(page)
+    assert params["true"] == str(original) and params["adv"] == str(target)  # the most attacked pair
     page.wait_for_function(
         "(id) => [...document.querySelectorAll(`#${id} image`)].length > 0", arg=GRAPH, timeout=60_000)
     graph = session.pathway_graph(original, target, "pgd", max_images=64)
@@ -84,10 +81,10 @@ def walk_pathways(page, base: str, session, name: str = "pathways") -> None:
 
     strengths = len(session.sweep_info().eps)
     set_slider(page, "pathways-strength", 2, strengths)
-    assert query(page)["eps"] == f"{session.sweep_info().eps[1] * 255:g}"
+    assert url_params(page)["eps"] == f"{session.sweep_info().eps[1] * 255:g}"
     page.get_by_text("most excited").click()
     settle(page)
-    assert query(page)["mode"] == "excited"
+    assert url_params(page)["mode"] == "excited"
     shot(page, f"{name}-2-excited")
 
     layer = graph.layers[-1]
@@ -106,7 +103,7 @@ def walk_pathways(page, base: str, session, name: str = "pathways") -> None:
     legend = page.locator("#pathways-legend").inner_text()
     for entry in ("weaker only", "stronger only", "both", "neither"):
         assert entry in legend
-    assert query(page)["compare"] == "strengths"
+    assert url_params(page)["compare"] == "strengths"
     shot(page, f"{name}-4-compare")
 
     link = page.locator("#pathways-neurons-link")
@@ -115,7 +112,7 @@ def walk_pathways(page, base: str, session, name: str = "pathways") -> None:
     link.click()
     wait_idle(page, timeout=120)
     assert urlparse(page.url).path == "/neurons"
-    assert query(page).get("neuron") == str(channel) and "pair" in query(page), href
+    assert url_params(page).get("neuron") == str(channel) and "pair" in url_params(page), href
     shot(page, f"{name}-5-neurons")
     assert not page.problems, page.problems
 
@@ -128,14 +125,5 @@ def session(tmp_path_factory):
 
 
 def test_pathways_page_walk(session):
-    import playwright.sync_api as playwright_api
-
-    from advlens.app import create_app
-
-    with ServerThread(create_app(session)) as server, playwright_api.sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        try:
-            page = recording_page(browser.new_context(viewport=VIEWPORT))
-            walk_pathways(page, server.url, session)
-        finally:
-            browser.close()
+    with served_page(session) as (server, page):
+        walk_pathways(page, server.url, session)

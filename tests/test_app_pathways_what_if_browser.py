@@ -7,11 +7,9 @@ restore; no console errors. Screenshots go to ``tests/artifacts/screenshots/path
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlparse
-
 import numpy as np
 import pytest
-from app_fixtures import VIEWPORT, ServerThread, launch_browser, recording_page, shot, small_store_path, wait_idle
+from app_fixtures import served_page, shot, small_store_path, url_params, wait_idle
 from test_app_pathways_browser import node_point
 
 from advlens.analysis.pathways_what_if import edit_pathway
@@ -29,10 +27,6 @@ BARS = """(id) => {
     return gd && gd._fullData ? gd._fullData.filter(t => t.type === 'bar').map(t => [Array.from(t.x), Array.from(t.y)])
                               : [];
 }"""
-
-
-def query(page) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
 
 
 def bars(page) -> tuple[list[str], np.ndarray]:
@@ -99,7 +93,7 @@ def walk_what_if(page, base: str, session) -> None:
                            " return gd && gd._fullData && gd._fullData.filter(t => t.type === 'bar').length === n; }",
                            arg=[PANEL, 3], timeout=60_000)
     wait_idle(page, timeout=60)
-    assert query(page)["pinned"] == pinned
+    assert url_params(page)["pinned"] == pinned
     names = session.class_names
     labels, restored = bars(page)
     assert labels[:2] == [names[original], names[target]]
@@ -118,7 +112,7 @@ def walk_what_if(page, base: str, session) -> None:
     truth = expected(session, original, target, float(eps[strength]), nodes, "attack")
     np.testing.assert_allclose(attacked, grouped(truth, labels, names), atol=1e-4)
     assert np.abs(truth[2] - truth[0]).max() > 1e-3, "setting to adversarial moves the benign probabilities"
-    assert query(page)["edit"] == "attack" and query(page)["pinned"] == pinned
+    assert url_params(page)["edit"] == "attack" and url_params(page)["pinned"] == pinned
     shot(page, "pathways_what_if_3_attack")
 
     page.reload()
@@ -126,7 +120,7 @@ def walk_what_if(page, base: str, session) -> None:
     page.wait_for_function("(id) => document.querySelector(`#${id}`).innerText.startsWith('Set to adversarial')",
                            arg=SUMMARY, timeout=60_000)
     wait_idle(page, timeout=60)
-    assert query(page)["edit"] == "attack" and query(page)["pinned"] == pinned
+    assert url_params(page)["edit"] == "attack" and url_params(page)["pinned"] == pinned
     assert page.locator("#pathways-what-if-mode input[value='attack']").is_checked()
     np.testing.assert_allclose(bars(page)[1], attacked, atol=1e-6)
     for layer, channel in nodes:
@@ -138,7 +132,7 @@ def walk_what_if(page, base: str, session) -> None:
     page.wait_for_function("(id) => document.querySelector(`#${id}`).innerText.startsWith('Restored to benign')",
                            arg=SUMMARY, timeout=60_000)
     np.testing.assert_allclose(bars(page)[1], restored, atol=1e-6)
-    assert "edit" not in query(page)
+    assert "edit" not in url_params(page)
     assert not page.problems, page.problems
 
 
@@ -150,14 +144,5 @@ def session(tmp_path_factory):
 
 
 def test_pathways_what_if_walk(session):
-    import playwright.sync_api as playwright_api
-
-    from advlens.app import create_app
-
-    with ServerThread(create_app(session)) as server, playwright_api.sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        try:
-            page = recording_page(browser.new_context(viewport=VIEWPORT))
-            walk_what_if(page, server.url, session)
-        finally:
-            browser.close()
+    with served_page(session) as (server, page):
+        walk_what_if(page, server.url, session)

@@ -9,21 +9,10 @@ progress) → the drilled axes draw; no console errors. A screenshot per step go
 from __future__ import annotations
 
 import time
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
-from app_fixtures import (
-    SMALL_LIMIT,
-    VIEWPORT,
-    ServerThread,
-    click_plot_point,
-    launch_browser,
-    recording_page,
-    require_fashion_mnist,
-    shot,
-    wait_idle,
-)
+from app_fixtures import SMALL_LIMIT, click_plot_point, require_fashion_mnist, served_page, shot, url_params, wait_idle
 
 pytestmark = pytest.mark.slow  # builds a 200-image demo store with the profiles stage, fits a drill-down (minutes)
 
@@ -41,10 +30,6 @@ def profiles_store_path(tmp_path_factory):
     if not ((root / "manifest.json").exists() and open_store(root).has_stage("profiles")):
         prepare(PrepareConfig(limit=SMALL_LIMIT, device="cpu", seed=0), root, stages=(*CORE_STAGES, "profiles"))
     return root
-
-
-def query(page) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
 
 
 def flow_layout(page) -> dict:
@@ -77,58 +62,49 @@ def diverging_pair(session) -> tuple[int, float]:
 
 
 def test_profiles_page_walk(session):
-    import playwright.sync_api as playwright_api
-
-    from advlens.app import create_app
-
     pair, tau = diverging_pair(session)
     layers = session.profile_layers()
     segment = session.pair_divergence(pair, threshold=tau).segment
-    with ServerThread(create_app(session)) as server, playwright_api.sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        try:
-            page = recording_page(browser.new_context(viewport=VIEWPORT, accept_downloads=True))
-            page.goto(f"{server.url}/profiles?pair={pair}&tau={tau}")
-            wait_idle(page, timeout=300)
-            drawn = flow_layout(page)
-            assert drawn["ticks"] == layers and drawn["bands"] == 1
-            badge = page.locator(".pf-badge").inner_text()
-            assert badge == f"diverges between {layers[segment[0]]} and {layers[segment[1]]}"
-            shot(page, "profiles-1-flow", full_page=True)
+    with served_page(session, accept_downloads=True) as (server, page):
+        page.goto(f"{server.url}/profiles?pair={pair}&tau={tau}")
+        wait_idle(page, timeout=300)
+        drawn = flow_layout(page)
+        assert drawn["ticks"] == layers and drawn["bands"] == 1
+        badge = page.locator(".pf-badge").inner_text()
+        assert badge == f"diverges between {layers[segment[0]]} and {layers[segment[1]]}"
+        shot(page, "profiles-1-flow", full_page=True)
 
-            low, high = session.flow_data(pair, threshold=tau).value_range
-            axis = segment[1]
-            click_plot_point(page, FLOW, axis, (low + high) / 2)
-            wait_idle(page, timeout=120)
-            assert query(page)["layer"] == layers[axis]
-            assert page.locator("#profiles-layer-caption").inner_text().startswith(layers[axis])
-            shot(page, "profiles-2-layer-view", full_page=True)
+        low, high = session.flow_data(pair, threshold=tau).value_range
+        axis = segment[1]
+        click_plot_point(page, FLOW, axis, (low + high) / 2)
+        wait_idle(page, timeout=120)
+        assert url_params(page)["layer"] == layers[axis]
+        assert page.locator("#profiles-layer-caption").inner_text().startswith(layers[axis])
+        shot(page, "profiles-2-layer-view", full_page=True)
 
-            page.locator("#profiles-unit-grid").scroll_into_view_if_needed()  # clicks land inside the viewport only
-            click_plot_point(page, "profiles-unit-grid", 0, 0)
-            wait_idle(page, timeout=120)
-            assert f"{layers[axis]} · unit 0" in page.locator("#profiles-unit-detail").inner_text()
-            assert query(page)["unit"] == "0"
+        page.locator("#profiles-unit-grid").scroll_into_view_if_needed()  # clicks land inside the viewport only
+        click_plot_point(page, "profiles-unit-grid", 0, 0)
+        wait_idle(page, timeout=120)
+        assert f"{layers[axis]} · unit 0" in page.locator("#profiles-unit-detail").inner_text()
+        assert url_params(page)["unit"] == "0"
 
-            with page.expect_download() as download:
-                page.locator("#profiles-export-csv").click()
-            path = download.value.path()
-            with open(path, encoding="utf-8") as handle:
-                assert handle.readline().startswith(f"# layer={layers[axis]} reduction=difference")
-            shot(page, "profiles-3-unit-export", full_page=True)
+        with page.expect_download() as download:
+            page.locator("#profiles-export-csv").click()
+        path = download.value.path()
+        with open(path, encoding="utf-8") as handle:
+            assert handle.readline().startswith(f"# layer={layers[axis]} reduction=difference")
+        shot(page, "profiles-3-unit-export", full_page=True)
 
-            inner = session.drill_down(layers, segment[0])
-            page.locator(f"#{FLOW}").scroll_into_view_if_needed()
-            click_plot_point(page, FLOW, segment[0] + 0.5, (low + high) / 2)
-            page.wait_for_selector(".job-running", timeout=30_000)
-            shot(page, "profiles-4-fitting", full_page=True)
-            deadline = time.monotonic() + 540
-            while flow_layout(page)["ticks"] != inner and time.monotonic() < deadline:
-                time.sleep(1)
-            wait_idle(page, timeout=120)
-            assert flow_layout(page)["ticks"] == inner
-            assert query(page)["layers"] == ",".join(inner)
-            shot(page, "profiles-5-drill-down", full_page=True)
-            assert not page.problems, page.problems
-        finally:
-            browser.close()
+        inner = session.drill_down(layers, segment[0])
+        page.locator(f"#{FLOW}").scroll_into_view_if_needed()
+        click_plot_point(page, FLOW, segment[0] + 0.5, (low + high) / 2)
+        page.wait_for_selector(".job-running", timeout=30_000)
+        shot(page, "profiles-4-fitting", full_page=True)
+        deadline = time.monotonic() + 540
+        while flow_layout(page)["ticks"] != inner and time.monotonic() < deadline:
+            time.sleep(1)
+        wait_idle(page, timeout=120)
+        assert flow_layout(page)["ticks"] == inner
+        assert url_params(page)["layers"] == ",".join(inner)
+        shot(page, "profiles-5-drill-down", full_page=True)
+        assert not page.problems, page.problems

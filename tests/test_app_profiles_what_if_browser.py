@@ -7,20 +7,9 @@ the panel; no console errors. Screenshots go to ``tests/artifacts/screenshots/pf
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlparse
-
 import numpy as np
 import pytest
-from app_fixtures import (
-    VIEWPORT,
-    ServerThread,
-    click_plot_point,
-    launch_browser,
-    recording_page,
-    shot,
-    small_store_path,
-    wait_idle,
-)
+from app_fixtures import click_plot_point, drawn_bars, served_page, shot, small_store_path, url_params, wait_idle
 
 pytestmark = pytest.mark.slow  # a 200-image demo store with the profiles stage and a browser walk (minutes)
 
@@ -33,20 +22,6 @@ def session(tmp_path_factory):
     from advlens.analysis import Session
 
     return Session(small_store_path(tmp_path_factory), device="cpu")
-
-
-def query(page) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
-
-
-def bars(page) -> dict[str, np.ndarray]:
-    """The what-if graph's bar series as Plotly drew them, by their first word (original / edited)."""
-    drawn = page.evaluate("""(id) => {
-        const gd = document.querySelector(`#${id} .js-plotly-plot`);
-        return Object.fromEntries((gd && gd.data || []).map(t => [t.name, Array.from(t.y)]));
-    }""", GRAPH)
-    return {("edited" if name.startswith("edited") else name.split(" (")[0]): np.asarray(y, dtype=np.float64)
-            for name, y in drawn.items()}
 
 
 def expected(session, pair: int, layer: str, k: int, mode: str) -> np.ndarray:
@@ -63,65 +38,56 @@ def wait_for_bars(page) -> None:
 
 
 def test_the_what_if_panel_edits_the_layers_top_diverging_units(session):
-    import playwright.sync_api as playwright_api
-
-    from advlens.app import create_app
-
     pair = 0
     layers = session.profile_layers()
     axis = len(layers) - 2  # the last block output before the logits
     layer = layers[axis]
     info = session.pair_info(pair)
-    with ServerThread(create_app(session)) as server, playwright_api.sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        try:
-            page = recording_page(browser.new_context(viewport=VIEWPORT))
-            page.goto(f"{server.url}/profiles?pair={pair}")
-            wait_idle(page, timeout=300)
-            assert "Click an axis of the Flow View" in page.locator(f"#{GRAPH}").inner_text()
+    with served_page(session) as (server, page):
+        page.goto(f"{server.url}/profiles?pair={pair}")
+        wait_idle(page, timeout=300)
+        assert "Click an axis of the Flow View" in page.locator(f"#{GRAPH}").inner_text()
 
-            low, high = session.flow_data(pair).value_range
-            page.locator(f"#{FLOW}").scroll_into_view_if_needed()
-            click_plot_point(page, FLOW, axis, (low + high) / 2)
-            wait_idle(page, timeout=120)
-            assert query(page)["layer"] == layer
-            page.locator(f"#{GRAPH}").scroll_into_view_if_needed()
-            wait_for_bars(page)
-            shown = bars(page)
-            np.testing.assert_allclose(shown["original benign"], info["benign_probs"], atol=1e-3)
-            np.testing.assert_allclose(shown["original adversarial"], info["adv_probs"], atol=1e-3)
-            np.testing.assert_allclose(shown["edited"], expected(session, pair, layer, 10, "restore"), atol=1e-3)
-            assert page.locator(f"#{SUMMARY}").inner_text().startswith(f"the top 10 diverging units of {layer}")
-            shot(page, "pf_what_if_1_top10_restore", full_page=True)
-            top10 = shown["edited"]
+        low, high = session.flow_data(pair).value_range
+        page.locator(f"#{FLOW}").scroll_into_view_if_needed()
+        click_plot_point(page, FLOW, axis, (low + high) / 2)
+        wait_idle(page, timeout=120)
+        assert url_params(page)["layer"] == layer
+        page.locator(f"#{GRAPH}").scroll_into_view_if_needed()
+        wait_for_bars(page)
+        shown = drawn_bars(page, GRAPH)
+        np.testing.assert_allclose(shown["original benign"], info["benign_probs"], atol=1e-3)
+        np.testing.assert_allclose(shown["original adversarial"], info["adv_probs"], atol=1e-3)
+        np.testing.assert_allclose(shown["edited"], expected(session, pair, layer, 10, "restore"), atol=1e-3)
+        assert page.locator(f"#{SUMMARY}").inner_text().startswith(f"the top 10 diverging units of {layer}")
+        shot(page, "pf_what_if_1_top10_restore", full_page=True)
+        top10 = shown["edited"]
 
-            box = page.locator(f"#{K}")
-            box.fill("3")
-            box.press("Enter")
-            wait_idle(page, timeout=60)
-            top3 = bars(page)["edited"]
-            np.testing.assert_allclose(top3, expected(session, pair, layer, 3, "restore"), atol=1e-3)
-            assert query(page).get("k") == "3"
+        box = page.locator(f"#{K}")
+        box.fill("3")
+        box.press("Enter")
+        wait_idle(page, timeout=60)
+        top3 = drawn_bars(page, GRAPH)["edited"]
+        np.testing.assert_allclose(top3, expected(session, pair, layer, 3, "restore"), atol=1e-3)
+        assert url_params(page).get("k") == "3"
 
-            page.locator(f"#{MODE} label", has_text="zero (adversarial pass)").click()
-            wait_idle(page, timeout=60)
-            zeroed = bars(page)["edited"]
-            np.testing.assert_allclose(zeroed, expected(session, pair, layer, 3, "zero_adversarial"), atol=1e-3)
-            assert not (np.allclose(zeroed, top3, atol=1e-4) and np.allclose(top3, top10, atol=1e-4))
-            assert query(page).get("edit") == "zero_adversarial"
-            assert "zeroed in the adversarial pass" in page.locator(f"#{SUMMARY}").inner_text()
-            shot(page, "pf_what_if_2_top3_zeroed", full_page=True)
+        page.locator(f"#{MODE} label", has_text="zero (adversarial pass)").click()
+        wait_idle(page, timeout=60)
+        zeroed = drawn_bars(page, GRAPH)["edited"]
+        np.testing.assert_allclose(zeroed, expected(session, pair, layer, 3, "zero_adversarial"), atol=1e-3)
+        assert not (np.allclose(zeroed, top3, atol=1e-4) and np.allclose(top3, top10, atol=1e-4))
+        assert url_params(page).get("edit") == "zero_adversarial"
+        assert "zeroed in the adversarial pass" in page.locator(f"#{SUMMARY}").inner_text()
+        shot(page, "pf_what_if_2_top3_zeroed", full_page=True)
 
-            url = page.url
-            page.goto(url)
-            wait_idle(page, timeout=300)
-            page.locator(f"#{GRAPH}").scroll_into_view_if_needed()
-            wait_for_bars(page)
-            assert page.locator(f"#{MODE} input[value=zero_adversarial]").is_checked()
-            assert page.locator(f"#{K}").input_value() == "3"
-            np.testing.assert_allclose(bars(page)["edited"], zeroed, atol=1e-6)
-            assert page.url == url
-            shot(page, "pf_what_if_3_reloaded")
-            assert page.problems == [], page.problems
-        finally:
-            browser.close()
+        url = page.url
+        page.goto(url)
+        wait_idle(page, timeout=300)
+        page.locator(f"#{GRAPH}").scroll_into_view_if_needed()
+        wait_for_bars(page)
+        assert page.locator(f"#{MODE} input[value=zero_adversarial]").is_checked()
+        assert page.locator(f"#{K}").input_value() == "3"
+        np.testing.assert_allclose(drawn_bars(page, GRAPH)["edited"], zeroed, atol=1e-6)
+        assert page.url == url
+        shot(page, "pf_what_if_3_reloaded")
+        assert page.problems == [], page.problems
